@@ -1,0 +1,1 @@
+"""Plain-Python core: settings, image intake, prompts, the Gemma 3 engine. No Streamlit here."""

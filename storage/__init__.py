@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables and small functions that take a `Session`."""

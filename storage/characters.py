@@ -1,0 +1,256 @@
+"""Characters and their reference images: small functions that each take a `Session`.
+
+Lists never load full image blobs: they select the thumbnail column only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_
+from sqlalchemy.orm import defer
+from sqlmodel import Session, col, delete, select
+
+from core.sheets import ImageLimits, PreparedImage, prepare_image
+from storage.tables import Character, Conversation, SheetImage, utcnow
+
+PROFILE_FIELDS: tuple[str, ...] = (
+    "name",
+    "notes",
+    "language",
+    "description",
+    "personality",
+    "scenario",
+    "first_mes",
+    "alternate_greetings",
+    "mes_example",
+    "system_prompt",
+    "post_history_instructions",
+    "creator_notes",
+    "tags",
+    "creator",
+    "character_version",
+    "extensions",
+    "character_book",
+    "owner",
+)
+
+
+class StorageError(ValueError):
+    """A request the data cannot honour (e.g. removing a character's only sheet)."""
+
+
+@dataclass(frozen=True)
+class CharacterSummary:
+    """What a library card needs: no full images."""
+
+    id: int
+    name: str
+    language: str
+    notes: str
+    thumbnail: bytes | None = field(repr=False)
+    conversation_count: int
+    last_activity: datetime
+
+
+def _sheet_from(character_id: int, position: int, image: PreparedImage) -> SheetImage:
+    return SheetImage(
+        character_id=character_id,
+        position=position,
+        original_name=image.original_name,
+        mime_type=image.mime_type,
+        width=image.width,
+        height=image.height,
+        sha256=image.sha256,
+        data=image.data,
+        thumbnail=image.thumbnail,
+    )
+
+
+def create_character(session: Session, images: Sequence[PreparedImage], **profile: Any) -> Character:
+    """Store a character with its images (the first is the main sheet) in the caller's transaction."""
+    unknown = set(profile) - set(PROFILE_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown character fields: {sorted(unknown)}")
+    character = Character(**profile)
+    session.add(character)
+    session.flush()
+    for position, image in enumerate(images):
+        session.add(_sheet_from(character.id, position, image))
+    session.flush()
+    return character
+
+
+def create_from_uploads(
+    session: Session, uploads: Sequence[tuple[str, bytes]], limits: ImageLimits, **profile: Any
+) -> Character:
+    """Validate every upload first (raising `ImageRejected` before any write), then store."""
+    if not uploads:
+        raise StorageError("A character needs a main reference sheet.")
+    images = [prepare_image(data, name, limits) for name, data in uploads]
+    return create_character(session, images, **profile)
+
+
+def get_character(session: Session, character_id: int) -> Character | None:
+    return session.get(Character, character_id)
+
+
+def update_character(session: Session, character_id: int, **changes: Any) -> Character:
+    character = _require(session, character_id)
+    unknown = set(changes) - set(PROFILE_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown character fields: {sorted(unknown)}")
+    for key, value in changes.items():
+        setattr(character, key, value)
+    character.updated_at = utcnow()
+    session.add(character)
+    session.flush()
+    return character
+
+
+def delete_character(session: Session, character_id: int) -> None:
+    """Delete a character; the database cascades to its images, conversations and messages."""
+    session.exec(delete(Character).where(col(Character.id) == character_id))
+    session.expunge_all()
+
+
+def duplicate_character(session: Session, character_id: int, name_suffix: str = " (copy)") -> Character:
+    """A new character with the same profile and images, and no conversations."""
+    source = _require(session, character_id)
+    profile = {k: getattr(source, k) for k in PROFILE_FIELDS}
+    profile["name"] = f"{source.name}{name_suffix}"
+    copy = Character(**profile)
+    session.add(copy)
+    session.flush()
+    for sheet in get_images(session, character_id):
+        session.add(
+            SheetImage(
+                **sheet.model_dump(exclude={"id", "character_id", "created_at"}),
+                character_id=copy.id,
+            )
+        )
+    session.flush()
+    return copy
+
+
+def list_characters(session: Session, query: str = "", owner: str | None = None) -> list[CharacterSummary]:
+    """Characters newest-activity first, filtered by a case-insensitive search of name and notes."""
+    conv_count = (
+        select(func.count(Conversation.id))
+        .where(Conversation.character_id == Character.id)
+        .correlate(Character)
+        .scalar_subquery()
+    )
+    last_conv = (
+        select(func.max(Conversation.updated_at))
+        .where(Conversation.character_id == Character.id)
+        .correlate(Character)
+        .scalar_subquery()
+    )
+    thumb = (
+        select(SheetImage.thumbnail)
+        .where(SheetImage.character_id == Character.id, SheetImage.position == 0)
+        .correlate(Character)
+        .scalar_subquery()
+    )
+    stmt = select(Character.id, Character.name, Character.language, Character.notes, thumb, conv_count,
+                  Character.updated_at, last_conv)  # fmt: skip
+    if owner is not None:
+        stmt = stmt.where(Character.owner == owner)
+    if query.strip():
+        pattern = f"%{query.strip()}%"
+        stmt = stmt.where(or_(col(Character.name).ilike(pattern), col(Character.notes).ilike(pattern)))
+    rows = session.exec(stmt).all()
+    summaries = [
+        CharacterSummary(
+            id=r[0],
+            name=r[1],
+            language=r[2],
+            notes=r[3],
+            thumbnail=r[4],
+            conversation_count=r[5],
+            last_activity=max(t for t in (r[6], r[7]) if t is not None),
+        )
+        for r in rows
+    ]
+    return sorted(summaries, key=lambda s: s.last_activity, reverse=True)
+
+
+def get_images(session: Session, character_id: int) -> list[SheetImage]:
+    """Full images in position order (the main sheet first): what the model sees."""
+    stmt = select(SheetImage).where(SheetImage.character_id == character_id).order_by(SheetImage.position)
+    return list(session.exec(stmt).all())
+
+
+def get_thumbnails(session: Session, character_id: int) -> list[SheetImage]:
+    """Image rows without their full blobs (`data` is not loaded)."""
+    stmt = (
+        select(SheetImage)
+        .where(SheetImage.character_id == character_id)
+        .order_by(SheetImage.position)
+        .options(defer(SheetImage.data))
+    )
+    return list(session.exec(stmt).all())
+
+
+def add_images(session: Session, character_id: int, images: Iterable[PreparedImage]) -> list[SheetImage]:
+    """Append images after the existing ones."""
+    _require(session, character_id)
+    last = session.exec(select(func.max(SheetImage.position)).where(SheetImage.character_id == character_id)).one()
+    start = -1 if last is None else last
+    added = [_sheet_from(character_id, start + 1 + i, img) for i, img in enumerate(images)]
+    session.add_all(added)
+    _touch(session, character_id)
+    session.flush()
+    return added
+
+
+def remove_image(session: Session, image_id: int) -> None:
+    """Remove one image; the next one becomes the main sheet if the main one goes."""
+    image = session.get(SheetImage, image_id)
+    if image is None:
+        return
+    ids = [s.id for s in get_thumbnails(session, image.character_id)]
+    if len(ids) == 1:
+        raise StorageError("A character needs at least one reference sheet; add another before removing this one.")
+    character_id = image.character_id
+    session.delete(image)
+    session.flush()
+    reorder_images(session, character_id, [i for i in ids if i != image_id])
+
+
+def reorder_images(session: Session, character_id: int, ordered_ids: Sequence[int]) -> None:
+    """Set positions to the order given; the first id becomes the main sheet."""
+    rows = {s.id: s for s in get_thumbnails(session, character_id)}
+    if sorted(rows) != sorted(ordered_ids):
+        raise StorageError("The new order must list each of the character's images exactly once.")
+    # Two passes: positions are unique per character, so park them out of the way first.
+    for i, image_id in enumerate(ordered_ids):
+        rows[image_id].position = -1 - i
+    session.flush()
+    for i, image_id in enumerate(ordered_ids):
+        rows[image_id].position = i
+    _touch(session, character_id)
+    session.flush()
+
+
+def set_main_image(session: Session, character_id: int, image_id: int) -> None:
+    ids = [s.id for s in get_thumbnails(session, character_id)]
+    reorder_images(session, character_id, [image_id] + [i for i in ids if i != image_id])
+
+
+def _require(session: Session, character_id: int) -> Character:
+    character = session.get(Character, character_id)
+    if character is None:
+        raise StorageError(f"Character {character_id} no longer exists.")
+    return character
+
+
+def _touch(session: Session, character_id: int) -> None:
+    character = session.get(Character, character_id)
+    if character is not None:
+        character.updated_at = utcnow()
+        session.add(character)

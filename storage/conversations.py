@@ -1,0 +1,244 @@
+"""Conversations, their messages (with alternative replies) and chat attachments.
+
+A conversation is the chosen message of each turn, in turn order. Regenerate adds a new variant
+for the same turn and makes it the chosen one; the older ones stay, to page back to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, delete, func, select, update
+
+from core.sheets import PreparedImage
+from storage.tables import Attachment, Conversation, Message, MessageStatus, Role, utcnow
+
+APPEND_RETRIES = 5
+
+
+class ConversationGone(LookupError):
+    """The conversation was deleted (perhaps in another tab) while we were using it."""
+
+
+def create_conversation(
+    session: Session, character_id: int, title: str = "", settings: dict[str, Any] | None = None
+) -> Conversation:
+    conversation = Conversation(character_id=character_id, title=title, settings=dict(settings or {}))
+    session.add(conversation)
+    session.flush()
+    return conversation
+
+
+def get_conversation(session: Session, conversation_id: int) -> Conversation | None:
+    return session.get(Conversation, conversation_id)
+
+
+def list_conversations(
+    session: Session, character_id: int | None = None, limit: int | None = None
+) -> list[Conversation]:
+    """Most recently active first."""
+    stmt = select(Conversation).order_by(col(Conversation.updated_at).desc(), col(Conversation.id).desc())
+    if character_id is not None:
+        stmt = stmt.where(Conversation.character_id == character_id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.exec(stmt).all())
+
+
+def rename_conversation(session: Session, conversation_id: int, title: str) -> Conversation:
+    conversation = _require(session, conversation_id)
+    conversation.title = title.strip()
+    session.add(conversation)
+    session.flush()
+    return conversation
+
+
+def save_settings(session: Session, conversation_id: int, settings: dict[str, Any]) -> Conversation:
+    conversation = _require(session, conversation_id)
+    conversation.settings = dict(settings)
+    session.add(conversation)
+    session.flush()
+    return conversation
+
+
+def delete_conversation(session: Session, conversation_id: int) -> None:
+    """Delete a conversation; the database cascades to its messages and attachments."""
+    session.exec(delete(Conversation).where(col(Conversation.id) == conversation_id))
+    session.expunge_all()
+
+
+def append_message(
+    session: Session,
+    conversation_id: int,
+    role: Role | str,
+    text: str,
+    attachment_ids: Sequence[int] = (),
+    status: MessageStatus | str = MessageStatus.COMPLETE,
+) -> Message:
+    """Add a message as the next turn. Safe when several writers append at once.
+
+    SQLite serialises writers (BEGIN IMMEDIATE); on other databases a clash on the unique
+    (conversation, turn, variant) key is retried inside a savepoint.
+    """
+    _require(session, conversation_id)
+    for _attempt in range(APPEND_RETRIES):
+        last = session.exec(select(func.max(Message.turn)).where(Message.conversation_id == conversation_id)).one()
+        message = Message(
+            conversation_id=conversation_id,
+            turn=0 if last is None else last + 1,
+            role=str(role),
+            text=text,
+            attachment_ids=list(attachment_ids),
+            status=str(status),
+        )
+        try:
+            with session.begin_nested():
+                session.add(message)
+            break
+        except IntegrityError:
+            continue
+    else:  # pragma: no cover - needs a pathological race on a non-SQLite database
+        raise RuntimeError("Could not append the message: too many concurrent writers.")
+    _touch(session, conversation_id)
+    session.flush()
+    return message
+
+
+def add_variant(
+    session: Session, conversation_id: int, turn: int, text: str = "", status: MessageStatus | str = "partial"
+) -> Message:
+    """A new alternative reply for `turn`, chosen from now on."""
+    existing = variants(session, conversation_id, turn)
+    if not existing:
+        raise LookupError(f"Turn {turn} does not exist in conversation {conversation_id}.")
+    session.exec(
+        update(Message).where(Message.conversation_id == conversation_id, Message.turn == turn).values(chosen=False)
+    )
+    message = Message(
+        conversation_id=conversation_id,
+        turn=turn,
+        variant=max(m.variant for m in existing) + 1,
+        role=existing[0].role,
+        text=text,
+        status=str(status),
+    )
+    session.add(message)
+    _touch(session, conversation_id)
+    session.flush()
+    session.expire_all()
+    return message
+
+
+def choose_variant(session: Session, conversation_id: int, turn: int, variant: int) -> Message:
+    """Make one alternative the chosen reply for its turn."""
+    rows = variants(session, conversation_id, turn)
+    target = next((m for m in rows if m.variant == variant), None)
+    if target is None:
+        raise LookupError(f"Turn {turn} has no variant {variant}.")
+    for m in rows:
+        m.chosen = m.variant == variant
+        session.add(m)
+    _touch(session, conversation_id)
+    session.flush()
+    return target
+
+
+def variants(session: Session, conversation_id: int, turn: int) -> list[Message]:
+    stmt = (
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.turn == turn)
+        .order_by(Message.variant)
+    )
+    return list(session.exec(stmt).all())
+
+
+def variant_counts(session: Session, conversation_id: int) -> dict[int, int]:
+    """How many alternatives each turn has (for the ‹ 2/3 › pager)."""
+    stmt = (
+        select(Message.turn, func.count(Message.id))
+        .where(Message.conversation_id == conversation_id)
+        .group_by(Message.turn)
+    )
+    return {turn: count for turn, count in session.exec(stmt).all()}
+
+
+def update_message(session: Session, message_id: int, **changes: Any) -> Message:
+    """Change a message's text/status/error/stats (used while a reply streams in)."""
+    message = session.get(Message, message_id)
+    if message is None:
+        raise ConversationGone(f"Message {message_id} no longer exists.")
+    allowed = {"text", "status", "error", "stats", "attachment_ids"}
+    if set(changes) - allowed:
+        raise TypeError(f"cannot change {sorted(set(changes) - allowed)}")
+    for key, value in changes.items():
+        setattr(message, key, str(value) if key == "status" else value)
+    message.updated_at = utcnow()
+    session.add(message)
+    session.flush()
+    return message
+
+
+def list_messages(session: Session, conversation_id: int) -> list[Message]:
+    """The story: the chosen message of each turn, in order."""
+    stmt = (
+        select(Message)
+        .where(Message.conversation_id == conversation_id, col(Message.chosen).is_(True))
+        .order_by(Message.turn)
+    )
+    return list(session.exec(stmt).all())
+
+
+def delete_turn(session: Session, conversation_id: int, turn: int) -> None:
+    """Delete one message (with all its alternatives)."""
+    session.exec(delete(Message).where(Message.conversation_id == conversation_id, Message.turn == turn))
+    _touch(session, conversation_id)
+    session.flush()
+    session.expire_all()
+
+
+def delete_after(session: Session, conversation_id: int, turn: int) -> None:
+    """Delete every turn after `turn` (edit-and-resend replaces the rest of the story)."""
+    session.exec(delete(Message).where(Message.conversation_id == conversation_id, Message.turn > turn))
+    _touch(session, conversation_id)
+    session.flush()
+    session.expire_all()
+
+
+def add_attachment(session: Session, conversation_id: int, image: PreparedImage) -> Attachment:
+    attachment = Attachment(
+        conversation_id=conversation_id,
+        original_name=image.original_name,
+        mime_type=image.mime_type,
+        width=image.width,
+        height=image.height,
+        sha256=image.sha256,
+        data=image.data,
+        thumbnail=image.thumbnail,
+    )
+    session.add(attachment)
+    session.flush()
+    return attachment
+
+
+def get_attachments(session: Session, attachment_ids: Sequence[int]) -> list[Attachment]:
+    """Attachments in the order given (missing ones are skipped)."""
+    if not attachment_ids:
+        return []
+    rows = {a.id: a for a in session.exec(select(Attachment).where(col(Attachment.id).in_(attachment_ids))).all()}
+    return [rows[i] for i in attachment_ids if i in rows]
+
+
+def _require(session: Session, conversation_id: int) -> Conversation:
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
+        raise ConversationGone(f"Conversation {conversation_id} no longer exists.")
+    return conversation
+
+
+def _touch(session: Session, conversation_id: int) -> None:
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is not None:
+        conversation.updated_at = utcnow()
+        session.add(conversation)

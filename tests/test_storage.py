@@ -1,0 +1,210 @@
+"""Storage against real SQLite files: round trips, restarts, cascades, migrations, concurrency."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from PIL import Image
+from sqlalchemy import inspect, text
+from sqlmodel import Session, func, select
+
+from core.sheets import prepare_image
+from storage import characters as chars
+from storage import conversations as convs
+from storage.db import current_revision, make_engine, migrate, session_scope
+from storage.tables import Attachment, Character, Conversation, Message, MessageStatus, Role, SheetImage
+from tests.conftest import encode
+
+TABLES = {"character", "sheetimage", "conversation", "message", "attachment"}
+
+
+def _image(colour: str = "red", size: tuple[int, int] = (64, 48)):
+    return prepare_image(encode(Image.new("RGB", size, colour), "PNG"), f"{colour}.png")
+
+
+def _populate(engine) -> dict[str, int]:
+    """One of everything; returns the ids."""
+    with session_scope(engine) as s:
+        c = chars.create_character(
+            s,
+            [_image("red"), _image("blue")],
+            name="Seraphina",
+            notes="Guardian of the forest",
+            language="日本語",
+            personality="kind",
+            alternate_greetings=["Hello!", "Welcome back."],
+            tags=["fantasy", "healer"],
+            extensions={"depth_prompt": {"depth": 4}},
+            character_book={"entries": [{"keys": ["glade"], "content": "A safe place."}]},
+        )
+        conv = convs.create_conversation(s, c.id, "First meeting", {"temperature": 0.7})
+        att = convs.add_attachment(s, conv.id, _image("green"))
+        m0 = convs.append_message(s, conv.id, Role.ASSISTANT, "Welcome, traveller.")
+        m1 = convs.append_message(s, conv.id, Role.USER, "Where am I?", attachment_ids=[att.id])
+        m2 = convs.append_message(s, conv.id, Role.ASSISTANT, "In my glade.", status=MessageStatus.PARTIAL)
+        return {"character": c.id, "conversation": conv.id, "attachment": att.id, "m0": m0.id, "m1": m1.id,
+                "m2": m2.id}  # fmt: skip
+
+
+def test_every_table_round_trips_and_survives_a_restart(engine, db_url: str) -> None:
+    ids = _populate(engine)
+    engine.dispose()
+    restarted = make_engine(db_url)  # a new process would do exactly this
+    migrate(restarted)
+    with Session(restarted) as s:
+        c = s.get(Character, ids["character"])
+        assert (c.name, c.notes, c.language, c.personality) == ("Seraphina", "Guardian of the forest", "日本語", "kind")
+        assert c.alternate_greetings == ["Hello!", "Welcome back."] and c.tags == ["fantasy", "healer"]
+        assert c.extensions == {"depth_prompt": {"depth": 4}} and c.character_book["entries"][0]["keys"] == ["glade"]
+        images = chars.get_images(s, c.id)
+        assert [i.original_name for i in images] == ["red.png", "blue.png"] and images[0].data.startswith(b"\x89PNG")
+        conv = s.get(Conversation, ids["conversation"])
+        assert (conv.title, conv.settings) == ("First meeting", {"temperature": 0.7})
+        messages = convs.list_messages(s, conv.id)
+        assert [(m.role, m.text, m.status) for m in messages] == [
+            ("assistant", "Welcome, traveller.", "complete"),
+            ("user", "Where am I?", "complete"),
+            ("assistant", "In my glade.", "partial"),
+        ]
+        assert messages[1].attachment_ids == [ids["attachment"]]
+        assert convs.get_attachments(s, messages[1].attachment_ids)[0].width == 64
+        assert messages[0].created_at.tzinfo is not None
+
+
+def test_list_returns_thumbnails_search_and_counts(engine) -> None:
+    ids = _populate(engine)
+    with session_scope(engine) as s:
+        chars.create_character(s, [_image("white")], name="Bob", notes="a plain sailor")
+    with Session(engine) as s:
+        everyone = chars.list_characters(s)
+        assert [c.name for c in everyone] == ["Bob", "Seraphina"]  # newest activity first
+        found = chars.list_characters(s, "FOREST")
+        assert [(c.name, c.conversation_count) for c in found] == [("Seraphina", 1)]
+        assert found[0].thumbnail.startswith(b"\xff\xd8")  # the JPEG thumbnail, not the PNG blob
+        assert chars.list_characters(s, "sailor")[0].name == "Bob"
+        assert ids["character"] == found[0].id
+
+
+def test_images_add_remove_reorder_and_main_sheet(engine) -> None:
+    ids = _populate(engine)
+    cid = ids["character"]
+    with session_scope(engine) as s:
+        chars.add_images(s, cid, [_image("green")])
+        names = lambda: [i.original_name for i in chars.get_thumbnails(s, cid)]  # noqa: E731
+        assert names() == ["red.png", "blue.png", "green.png"]
+        green = chars.get_thumbnails(s, cid)[2].id
+        chars.set_main_image(s, cid, green)
+        assert names() == ["green.png", "red.png", "blue.png"]
+        chars.remove_image(s, green)
+        assert names() == ["red.png", "blue.png"]
+        assert [i.position for i in chars.get_thumbnails(s, cid)] == [0, 1]
+        only = chars.create_character(s, [_image("black")], name="Solo")
+        with pytest.raises(chars.StorageError, match="at least one reference sheet"):
+            chars.remove_image(s, chars.get_thumbnails(s, only.id)[0].id)
+
+
+def test_alternative_replies_keep_one_chosen(engine) -> None:
+    ids = _populate(engine)
+    cid = ids["conversation"]
+    with session_scope(engine) as s:
+        turn = s.get(Message, ids["m2"]).turn
+        alt = convs.add_variant(s, cid, turn, "By the river.", status=MessageStatus.COMPLETE)
+        assert convs.list_messages(s, cid)[-1].text == "By the river."
+        assert convs.variant_counts(s, cid)[turn] == 2
+        convs.choose_variant(s, cid, turn, 0)
+        assert convs.list_messages(s, cid)[-1].text == "In my glade."
+        assert alt.variant == 1
+        convs.delete_after(s, cid, 0)
+        assert [m.text for m in convs.list_messages(s, cid)] == ["Welcome, traveller."]
+
+
+def test_deletes_cascade(engine) -> None:
+    ids = _populate(engine)
+    with session_scope(engine) as s:
+        other = chars.duplicate_character(s, ids["character"])
+        convs.create_conversation(s, other.id, "kept")
+    with session_scope(engine) as s:
+        convs.delete_conversation(s, ids["conversation"])
+    with Session(engine) as s:
+        assert s.exec(select(func.count(Message.id))).one() == 0
+        assert s.exec(select(func.count(Attachment.id))).one() == 0
+        assert s.get(Character, ids["character"]) is not None
+    with session_scope(engine) as s:
+        chars.delete_character(s, ids["character"])
+    with Session(engine) as s:
+        # Only the duplicate and its own images and conversation remain.
+        assert [c.name for c in s.exec(select(Character)).all()] == ["Seraphina (copy)"]
+        assert s.exec(select(func.count(SheetImage.id))).one() == 2
+        assert [c.title for c in s.exec(select(Conversation)).all()] == ["kept"]
+
+
+def test_a_failed_unit_of_work_stores_nothing(engine) -> None:
+    with pytest.raises(RuntimeError), session_scope(engine) as s:
+        chars.create_character(s, [_image()], name="Half")
+        raise RuntimeError("disk full")
+    with Session(engine) as s:
+        assert s.exec(select(func.count(Character.id))).one() == 0
+        assert s.exec(select(func.count(SheetImage.id))).one() == 0
+
+
+def test_sqlite_pragmas(engine) -> None:
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+
+
+def test_migration_from_empty_database_to_head(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert current_revision(engine) is None
+    migrate(engine)
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    assert current_revision(engine) == "0001"
+    migrate(engine)  # idempotent: a second start-up changes nothing
+
+
+def test_upgrading_a_database_made_at_the_initial_revision_keeps_every_row(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate(engine, "0001")
+    ids = _populate(engine)
+    with engine.connect() as conn:
+        before = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in TABLES}
+    migrate(engine)  # to head, whatever later revisions exist
+    with engine.connect() as conn:
+        after = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in TABLES}
+    assert after == before and all(before.values())
+    with Session(engine) as s:
+        assert s.get(Character, ids["character"]).name == "Seraphina"
+
+
+def test_eight_threads_appending_at_once_lose_nothing(engine) -> None:
+    with session_scope(engine) as s:
+        c = chars.create_character(s, [_image()], name="Busy")
+        shared_id = convs.create_conversation(s, c.id, "shared").id
+        own_ids = [convs.create_conversation(s, c.id, f"own {i}").id for i in range(8)]
+    errors: list[BaseException] = []
+    per_thread = 15
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(per_thread):
+                for conversation_id in (shared_id, own_ids[n]):
+                    with session_scope(engine) as s:
+                        convs.append_message(s, conversation_id, Role.USER, f"t{n}-{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with Session(engine) as s:
+        shared = convs.list_messages(s, shared_id)
+        assert len(shared) == 8 * per_thread
+        assert [m.turn for m in shared] == list(range(8 * per_thread))  # no duplicate or skipped turn
+        assert {m.text for m in shared} == {f"t{n}-{i}" for n in range(8) for i in range(per_thread)}
+        for n, own in enumerate(own_ids):
+            assert [m.text for m in convs.list_messages(s, own)] == [f"t{n}-{i}" for i in range(per_thread)]
