@@ -57,3 +57,48 @@ def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **options)
     return buf.getvalue()
+
+
+# -- Gemma 3 checkpoints built offline ---------------------------------------------------------------
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for a hub
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Gemma 3 vision-language checkpoint, saved like a real one."""
+    from bench.checkpoints import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny-gemma3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_text_only_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from bench.checkpoints import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny-gemma3-text"), text_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_handle(tiny_checkpoint: Path):
+    """The tiny checkpoint loaded through the production loader (bf16, CPU)."""
+    from core.model import load_model
+    from core.settings import Settings
+
+    return load_model(Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu"))
+
+
+@pytest.fixture
+def chat_engine(tiny_handle):
+    """A fresh engine (own queue and caches) over the shared tiny model."""
+    from core.generation import ChatEngine
+
+    return ChatEngine(tiny_handle)
+
+
+@pytest.fixture
+def sheet(neutral_png: bytes):
+    from core.prompts import PromptImage
+    from core.sheets import prepare_image
+
+    prepared = prepare_image(neutral_png, "seraphina_neutral.png")
+    return PromptImage(prepared.sha256, prepared.data)

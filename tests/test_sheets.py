@@ -53,7 +53,7 @@ def test_animated_gif_uses_the_first_frame() -> None:
     frames = [Image.new("RGB", (16, 16), c) for c in ("red", "blue")]
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100)
-    r, g, b = decode(prepare_image(buf.getvalue(), "anim.gif").data).getpixel((8, 8))
+    r, _g, b = decode(prepare_image(buf.getvalue(), "anim.gif").data).getpixel((8, 8))
     assert r > 200 and b < 50
 
 

@@ -192,7 +192,7 @@ def test_eight_threads_appending_at_once_lose_nothing(engine) -> None:
                 for conversation_id in (shared_id, own_ids[n]):
                     with session_scope(engine) as s:
                         convs.append_message(s, conversation_id, Role.USER, f"t{n}-{i}")
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]

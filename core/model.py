@@ -1,0 +1,270 @@
+"""Loading Gemma 3: a hub id or a local folder, 4-bit / 8-bit / bf16, CPU or CUDA.
+
+`load_model(settings)` returns a `ModelHandle` or raises `ModelLoadError` whose message tells the
+user what to do (accept the licence and set HF_TOKEN, give a local folder, pick 4bit…).
+`ModelSlot` holds the one model of a process: loaded lazily on first use, with a status that pages
+can show without loading anything.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.i18n import t
+from core.settings import Settings
+
+Progress = Callable[[str], None]
+DEFAULT_CONTEXT_CAP = 8192
+# Quantizing SigLIP and the projector saves little and its 4304-wide MLP breaks bitsandbytes' CPU
+# NF4 kernel; lm_head stays full precision as bitsandbytes recommends.
+KEEP_UNQUANTIZED = [r".*vision_tower", r".*multi_modal_projector", "lm_head"]  # regexes over module paths
+WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"]
+
+
+class ModelLoadError(RuntimeError):
+    """Why the model could not be loaded, as an instruction (`code` picks the i18n message)."""
+
+    def __init__(self, code: str, **params: Any) -> None:
+        self.code = code
+        self.params = params
+        super().__init__(self.message("en"))
+
+    def message(self, lang: str = "en") -> str:
+        return t(f"model.error.{self.code}", lang, **self.params)
+
+
+@dataclass
+class ModelHandle:
+    """A loaded model and everything needed to use it."""
+
+    model: Any
+    processor: Any
+    source: str
+    device: str
+    dtype: Any
+    quantization: str  # what is in effect, which may differ from what was asked
+    footprint_bytes: int
+    load_seconds: float
+    context_limit: int
+    notice: str = ""  # e.g. the bf16 fallback when bitsandbytes cannot run
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
+    @property
+    def image_tokens(self) -> int:
+        return int(self.model.config.mm_tokens_per_image)
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("no_cuda")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def bitsandbytes_problem() -> str:
+    """Empty when bitsandbytes can quantize here, else the reason."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not usable"
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def looks_like_path(source: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else is meant as a folder."""
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
+
+
+def resolve_source(settings: Settings, progress: Progress) -> Path:
+    """A local folder holding the checkpoint, downloading it from the hub if needed."""
+    source = settings.model_id
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return folder
+    if looks_like_path(source):
+        raise ModelLoadError("missing_folder", source=source)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    progress(t("model.phase.download", "en", source=source))
+    try:
+        return Path(
+            snapshot_download(
+                source, token=settings.hf_token, allow_patterns=WEIGHT_PATTERNS, local_files_only=settings.offline
+            )
+        )
+    except GatedRepoError as exc:
+        raise ModelLoadError("gated", source=source) from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelLoadError("not_found", source=source) from exc
+    except LocalEntryNotFoundError as exc:
+        raise ModelLoadError("offline", source=source) from exc
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise ModelLoadError("gated", source=source) from exc
+        raise ModelLoadError("offline", source=source) from exc
+    except OSError as exc:  # no network at all
+        raise ModelLoadError("offline", source=source) from exc
+
+
+def _quantization_config(quantization: str) -> Any:
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,  # fp16 makes Gemma 3 produce empty output
+            llm_int8_skip_modules=KEEP_UNQUANTIZED,
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=KEEP_UNQUANTIZED)
+    return None
+
+
+def load_model(settings: Settings, progress: Progress | None = None) -> ModelHandle:
+    """Load the configured Gemma 3 checkpoint. Raises `ModelLoadError` with an instruction."""
+    import torch
+    from transformers import AutoConfig, AutoProcessor, Gemma3ForConditionalGeneration
+
+    progress = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    device = resolve_device(settings.device)
+    folder = resolve_source(settings, progress)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError("not_a_checkpoint", source=settings.model_id) from exc
+    if config.model_type == "gemma3_text" or getattr(config, "vision_config", None) is None:
+        raise ModelLoadError("text_only", source=settings.model_id)
+    if config.model_type != "gemma3":
+        raise ModelLoadError("not_gemma3", source=settings.model_id, model_type=config.model_type)
+
+    quantization, notice = settings.quantization, ""
+    if quantization != "none" and (problem := bitsandbytes_problem()):
+        quantization = "none"
+        notice = t("model.notice.no_bnb", "en", requested=settings.quantization, reason=problem)
+    progress(t("model.phase.load", "en", quantization=quantization, device=device))
+    try:
+        model = Gemma3ForConditionalGeneration.from_pretrained(
+            folder,
+            dtype=torch.bfloat16,
+            quantization_config=_quantization_config(quantization),
+            device_map=device,
+        )
+        processor = AutoProcessor.from_pretrained(folder)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        gc.collect()
+        raise ModelLoadError("oom", source=settings.model_id, quantization=quantization) from exc
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            gc.collect()
+            raise ModelLoadError("oom", source=settings.model_id, quantization=quantization) from exc
+        raise
+    model.eval()
+    text_config = config.get_text_config()
+    context = settings.context_tokens or min(int(text_config.max_position_embeddings), DEFAULT_CONTEXT_CAP)
+    return ModelHandle(
+        model=model,
+        processor=processor,
+        source=settings.model_id,
+        device=device,
+        dtype=torch.bfloat16,
+        quantization=quantization,
+        footprint_bytes=int(model.get_memory_footprint()),
+        load_seconds=time.perf_counter() - started,
+        context_limit=context,
+        notice=notice,
+    )
+
+
+@dataclass
+class ModelStatus:
+    """What a page shows about the model, without loading it."""
+
+    state: str  # "not_loaded" | "loading" | "ready" | "failed"
+    source: str
+    quantization: str = ""
+    device: str = ""
+    footprint_bytes: int = 0
+    load_seconds: float = 0.0
+    phase: str = ""
+    notice: str = ""
+    error: ModelLoadError | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelSlot:
+    """The one model of this process: loaded on first `engine()`, then shared by every session.
+
+    `engine_factory` turns the loaded handle into what callers use (a `ChatEngine`), so this
+    module needs to know nothing about generation.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine_factory: Callable[[ModelHandle], Any],
+        loader: Callable[..., ModelHandle] = load_model,
+    ) -> None:
+        self.settings = settings
+        self._factory = engine_factory
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._engine: Any = None
+        self._state = "not_loaded"
+        self._phase = ""
+        self._error: ModelLoadError | None = None
+
+    def status(self) -> ModelStatus:
+        if self._engine is None:
+            return ModelStatus(self._state, self.settings.model_id, phase=self._phase, error=self._error)
+        h: ModelHandle = self._engine.handle
+        extra = self._engine.cache_report() if hasattr(self._engine, "cache_report") else {}
+        return ModelStatus("ready", h.source, h.quantization, h.device, h.footprint_bytes, h.load_seconds,
+                           notice=h.notice, extra=extra)  # fmt: skip
+
+    def engine(self, progress: Progress | None = None) -> Any:
+        """The engine, loading the model first if needed (others arriving meanwhile wait for it)."""
+        if self._engine is not None:
+            return self._engine
+        with self._lock:
+            if self._engine is not None:
+                return self._engine
+
+            def report(message: str) -> None:
+                self._phase = message
+                if progress:
+                    progress(message)
+
+            self._state, self._error = "loading", None
+            try:
+                self._engine = self._factory(self._loader(self.settings, report))
+            except ModelLoadError as exc:
+                self._state, self._error = "failed", exc
+                raise
+            except Exception as exc:
+                error = ModelLoadError("unknown", source=self.settings.model_id, reason=f"{type(exc).__name__}: {exc}")
+                self._state, self._error = "failed", error
+                raise error from exc
+            self._state, self._phase = "ready", ""
+            return self._engine

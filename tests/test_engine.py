@@ -1,0 +1,218 @@
+"""The Gemma 3 engine on tiny random checkpoints loaded through the production loader.
+
+Their words are random; these tests check the plumbing a user relies on: streaming, stop, context
+trimming, quantized loading, error messages and fair queueing.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.generation import ChatEngine, InvalidSampler, ReplyRequest, SamplerSettings, collect
+from core.model import ModelLoadError, ModelSlot, load_model
+from core.prompts import Profile, Turn, build_messages, character_prompt
+from core.settings import Settings
+
+GREEDY = SamplerSettings(temperature=0, max_new_tokens=24)
+PROFILE = Profile(name="Seraphina", language="Français", notes="A forest guardian.")
+
+
+def _history(n_pairs: int) -> tuple[Turn, ...]:
+    turns = [Turn("assistant", "Bienvenue.")]
+    for i in range(n_pairs):
+        turns += [Turn("user", f"Question {i}?"), Turn("assistant", f"Answer {i}.")]
+    return (*turns, Turn("user", "And now?"))
+
+
+def test_streamed_chunks_equal_the_plain_greedy_output(chat_engine, sheet) -> None:
+    prefix = character_prompt(PROFILE, [sheet])
+    request = ReplyRequest(prefix, _history(1), GREEDY)
+    stream = chat_engine.stream(request)
+    chunks = list(stream)
+
+    # The same prompt through plain model.generate, no streamer, no prefill split.
+    messages, images = build_messages(prefix, request.history)
+    enc = chat_engine.encode(messages, images)
+    pixels = torch.cat([chat_engine.pixels.get(i) for i in images])
+    out = chat_engine.handle.model.generate(
+        input_ids=enc.input_ids, attention_mask=torch.ones_like(enc.input_ids), pixel_values=pixels,
+        token_type_ids=enc.token_type_ids, do_sample=False, max_new_tokens=24, temperature=None, top_p=None,
+        top_k=None,
+    )  # fmt: skip
+    expected = chat_engine.handle.tokenizer.decode(out[0, len(enc) :], skip_special_tokens=True)
+    assert len(chunks) > 1  # it really streamed
+    assert "".join(chunks) == expected
+    stats = stream.stats
+    assert stats.prompt_tokens == len(enc) and stats.new_tokens == out.shape[1] - len(enc)
+    assert stats.ttft_s > 0 and stats.tokens_per_s > 0 and not stats.stopped
+
+
+def test_stop_ends_generation_within_a_step(chat_engine, sheet) -> None:
+    stop = threading.Event()
+    request = ReplyRequest(character_prompt(PROFILE, [sheet]), (), SamplerSettings(temperature=0, max_new_tokens=3000))
+    stream = chat_engine.stream(request, stop)
+    received, seen_at_stop = [], 0
+    for chunk in stream:
+        received.append(chunk)
+        if len(received) == 5:
+            seen_at_stop = stream.stats.new_tokens
+            stop.set()
+    assert stream.stats.stopped
+    assert stream.stats.new_tokens <= seen_at_stop + 1  # at most the step already under way
+    assert len("".join(received)) > 0
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"temperature": 2.5}, "Temperature must be between 0 and 2"),
+        ({"top_p": 0}, "Top-p must be above 0"),
+        ({"top_k": -1}, "Top-k must be 0"),
+        ({"max_new_tokens": 5000}, "between 1 and 4096"),
+        ({"repetition_penalty": 0.5}, "Repetition penalty must be between 1 and 2"),
+        ({"seed": -3}, "seed must be 0 or more"),
+    ],
+)
+def test_invalid_sampler_settings_have_clear_messages(values: dict, fragment: str) -> None:
+    with pytest.raises(InvalidSampler) as info:
+        SamplerSettings.from_dict(values)
+    assert fragment in str(info.value)
+    assert info.value.messages("zh")[0] != info.value.messages("en")[0]
+
+
+def test_sampling_with_a_seed_is_repeatable(chat_engine, sheet) -> None:
+    sampler = SamplerSettings(temperature=1.0, top_k=20, max_new_tokens=16, seed=7)
+    request = ReplyRequest(character_prompt(PROFILE, [sheet]), (), sampler)
+    assert collect(chat_engine.stream(request)) == collect(chat_engine.stream(request))
+
+
+def test_context_trimming_drops_oldest_turns_and_keeps_the_sheet(tiny_handle, sheet) -> None:
+    from dataclasses import replace
+
+    prefix = character_prompt(PROFILE, [sheet])
+    history = _history(12)
+    engine = ChatEngine(replace(tiny_handle, context_limit=10_000))
+    full = engine.count_tokens(build_messages(prefix, history)[0])
+    engine = ChatEngine(replace(tiny_handle, context_limit=full - 60 + GREEDY.max_new_tokens))
+    messages, images, dropped = engine.fit(ReplyRequest(prefix, history, GREEDY))
+    text = engine.handle.tokenizer.decode(engine.encode(messages, images).ids)
+
+    assert dropped >= 2 and dropped % 2 == 0  # whole exchanges, oldest first
+    assert "You are Seraphina" in text and text.count("<start_of_image>") == 1  # instruction and sheet kept
+    assert "Bienvenue." not in text and "Question 0?" not in text  # the oldest went first
+    assert "Question 11?" in text and text.rstrip().endswith("And now?<end_of_turn>\n<start_of_turn>model")
+    assert messages[1]["role"] == "assistant"  # the prefix turn is unchanged (its cache stays valid)
+    stream = engine.stream(ReplyRequest(prefix, history, GREEDY))
+    collect(stream)
+    assert stream.stats.dropped_turns == dropped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("quantization", "layer"), [("8bit", "Linear8bitLt"), ("4bit", "Linear4bit")])
+def test_quantized_loading_on_cpu(tiny_checkpoint: Path, tiny_handle, sheet, quantization: str, layer: str) -> None:
+    handle = load_model(Settings(model_id=str(tiny_checkpoint), quantization=quantization, device="cpu"))
+    kinds = {type(m).__name__ for m in handle.model.model.language_model.modules()}
+    vision = {type(m).__name__ for m in handle.model.model.vision_tower.modules()}
+    assert layer in kinds and handle.quantization == quantization and not handle.notice
+    assert layer not in vision  # the vision tower stays full precision
+    assert handle.footprint_bytes < tiny_handle.footprint_bytes
+    request = ReplyRequest(character_prompt(PROFILE, [sheet]), (), GREEDY)
+    stream = ChatEngine(handle).stream(request)
+    collect(stream)
+    assert stream.stats.new_tokens > 0
+
+
+def test_4bit_without_bitsandbytes_falls_back_with_a_notice(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on a machine where it is not installed
+    handle = load_model(Settings(model_id=str(tiny_checkpoint), quantization="4bit", device="cpu"))
+    assert handle.quantization == "none"
+    assert "4bit quantization needs bitsandbytes" in handle.notice and "bf16" in handle.notice
+
+
+@pytest.mark.parametrize(
+    ("source", "code", "fragment"),
+    [
+        ("/nonexistent/gemma-3-4b-it", "missing_folder", "does not exist"),
+        ("google/gemma-3-4b-it", "offline", "not downloaded yet"),
+    ],
+)
+def test_unloadable_sources_explain_what_to_do(source: str, code: str, fragment: str) -> None:
+    with pytest.raises(ModelLoadError) as info:
+        load_model(Settings(model_id=source, offline=True, device="cpu"))
+    assert info.value.code == code and fragment in str(info.value)
+
+
+def test_text_only_checkpoint_says_it_cannot_see(tiny_text_only_checkpoint: Path) -> None:
+    with pytest.raises(ModelLoadError) as info:
+        load_model(Settings(model_id=str(tiny_text_only_checkpoint), device="cpu"))
+    assert info.value.code == "text_only" and "cannot see images" in str(info.value)
+    assert "看不到图片" in info.value.message("zh")
+
+
+def test_model_slot_loads_lazily_once_and_reports_status(tiny_checkpoint: Path) -> None:
+    calls = []
+
+    def loader(settings, progress):
+        calls.append(settings.model_id)
+        progress("Loading the model…")
+        return load_model(settings, progress)
+
+    slot = ModelSlot(Settings(model_id=str(tiny_checkpoint), quantization="none"), ChatEngine, loader)
+    assert slot.status().state == "not_loaded" and calls == []
+    phases: list[str] = []
+    engines = []
+    threads = [threading.Thread(target=lambda: engines.append(slot.engine(phases.append))) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(calls) == 1 and len({id(e) for e in engines}) == 1  # one load, one shared engine
+    status = slot.status()
+    assert status.state == "ready" and status.quantization == "none" and status.device == "cpu"
+    assert status.footprint_bytes > 0 and phases
+
+
+def test_model_slot_remembers_a_failure() -> None:
+    slot = ModelSlot(Settings(model_id="/missing/model", device="cpu"), ChatEngine)
+    with pytest.raises(ModelLoadError):
+        slot.engine()
+    status = slot.status()
+    assert status.state == "failed" and status.error.code == "missing_folder"
+
+
+def test_two_users_at_once_are_served_one_after_the_other(chat_engine, sheet) -> None:
+    prefix = character_prompt(PROFILE, [sheet])
+    requests = [ReplyRequest(prefix, _history(0), GREEDY), ReplyRequest(prefix, _history(2), GREEDY)]
+    expected = [collect(chat_engine.stream(r)) for r in requests]
+    results: dict[int, str] = {}
+    spans: dict[int, tuple[float, float]] = {}
+    waits: dict[int, list[int]] = {0: [], 1: []}
+
+    def user(i: int) -> None:
+        stream = chat_engine.stream(requests[i], on_wait=waits[i].append)
+        first = None
+        parts = []
+        for chunk in stream:
+            first = first or time.perf_counter()
+            parts.append(chunk)
+        spans[i] = (first, time.perf_counter())
+        results[i] = "".join(parts)
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(2)]
+    threads[0].start()
+    time.sleep(0.01)
+    threads[1].start()
+    for th in threads:
+        th.join()
+    assert results == {0: expected[0], 1: expected[1]}  # complete and correct
+    (_, first_end), (second_start, _) = sorted(spans.values())
+    assert first_end <= second_start  # never interleaved
+    assert waits[0] + waits[1] == [1]  # the later one was told one request was ahead of it
