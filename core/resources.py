@@ -1,7 +1,8 @@
 """The Streamlit cached resources: the only place that holds process-wide objects.
 
 One database engine per URL and one model slot per model configuration, shared by every browser
-session of this server process. Pages call these; `core/` and `storage/` never import Streamlit.
+session of this server process. The slot loads nothing until a reply is needed. Pages call these;
+the rest of `core/` and `storage/` never imports Streamlit.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import streamlit as st
 from sqlalchemy.engine import Engine
 
+from core.generation import ChatEngine
+from core.model import ModelHandle, ModelSlot
 from core.settings import Settings, load_settings
 from storage.db import make_engine, migrate
 
@@ -28,3 +31,19 @@ def engine_for(database_url: str) -> Engine:
 
 def engine() -> Engine:
     return engine_for(settings().database_url)
+
+
+def make_chat_engine(handle: ModelHandle) -> ChatEngine:
+    return ChatEngine(handle)
+
+
+@st.cache_resource(show_spinner=False)
+def _slot(model_id: str, quantization: str, device: str, context_tokens: int, kv_cache_mb: int,
+          _settings: Settings) -> ModelSlot:  # fmt: skip
+    return ModelSlot(_settings, make_chat_engine)
+
+
+def model_slot() -> ModelSlot:
+    """The model slot for the current settings (one per distinct model configuration)."""
+    s = settings()
+    return _slot(s.model_id, s.quantization, s.device, s.context_tokens, s.kv_cache_mb, s)

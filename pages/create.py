@@ -1,7 +1,77 @@
+"""Create: upload a reference sheet (and more pictures), add notes, pick the reply language."""
+
 import streamlit as st
 
-from core.resources import engine
+from core.prompts import DEFAULT_LANGUAGE, REPLY_LANGUAGES
+from core.resources import engine, settings
+from core.sheets import UPLOAD_EXTENSIONS, ImageRejected, PreparedImage, prepare_image
+from core.streamlit_ui import image_limits, lang, language_switch, tr
+from storage import characters as chars
+from storage.db import session_scope
 
-engine()
-st.title("Create")
-st.write("Coming soon.")
+language_switch()
+st.title(tr("create.title"))
+limits = image_limits(settings())
+
+
+def checked(files) -> tuple[list[PreparedImage], list[str]]:
+    """Validate uploads as they arrive, so problems show before anything is saved."""
+    good, errors = [], []
+    for f in files:
+        try:
+            good.append(prepare_image(f.getvalue(), f.name, limits))
+        except ImageRejected as exc:
+            errors.append(exc.message(lang()))
+    return good, errors
+
+
+if created := st.session_state.get("created_character"):
+    st.success(tr("create.done", name=created["name"]), icon=":material/check_circle:")
+    go, again = st.columns(2)
+    go.page_link("pages/chat.py", label=tr("create.start_chatting"), icon=":material/forum:",
+                 query_params={"character": created["id"]})  # fmt: skip
+    if again.button(tr("create.another"), icon=":material/add:"):
+        del st.session_state["created_character"]
+        st.session_state.create_form += 1
+        st.rerun()
+    st.stop()
+
+form = st.session_state.setdefault("create_form", 0)  # bump to clear every widget after a create
+main_file = st.file_uploader(tr("create.main_sheet"), type=UPLOAD_EXTENSIONS, help=tr("create.main_help"),
+                             key=f"main_{form}")  # fmt: skip
+extra_files = st.file_uploader(tr("create.extra_images"), type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
+                               help=tr("create.extra_help"), key=f"extra_{form}")  # fmt: skip
+
+main_images, errors = checked([main_file] if main_file else [])
+extra_images, extra_errors = checked(extra_files or [])
+errors += extra_errors
+for message in errors:
+    st.error(message, icon=":material/broken_image:")
+if main_images or extra_images:
+    previews = st.columns(6)
+    for i, image in enumerate(main_images + extra_images):
+        caption = tr("create.main_caption") if i == 0 and main_images else image.original_name
+        previews[i % 6].image(image.thumbnail, caption=caption)
+
+name = st.text_input(tr("create.name"), placeholder=tr("create.name_placeholder"), key=f"name_{form}")
+notes = st.text_area(tr("create.notes"), placeholder=tr("create.notes_placeholder"), key=f"notes_{form}")
+language = st.selectbox(tr("create.language"), list(REPLY_LANGUAGES), index=list(REPLY_LANGUAGES).index(DEFAULT_LANGUAGE),
+                        key=f"language_{form}")  # fmt: skip
+with st.expander(tr("create.more")):
+    greeting = st.text_area(tr("field.first_mes"), help=tr("create.greeting_help"), key=f"greeting_{form}")
+    personality = st.text_area(tr("field.personality"), key=f"personality_{form}")
+    scenario = st.text_area(tr("field.scenario"), key=f"scenario_{form}")
+
+if st.button(tr("create.submit"), type="primary", icon=":material/person_add:"):
+    if not main_file:
+        st.error(tr("create.need_main"), icon=":material/image:")
+    elif errors:
+        st.error(tr("create.fix_uploads"), icon=":material/error:")
+    else:
+        with session_scope(engine()) as session:
+            character = chars.create_character(
+                session, main_images + extra_images, name=name.strip(), notes=notes.strip(), language=language,
+                first_mes=greeting.strip(), personality=personality.strip(), scenario=scenario.strip(),
+            )  # fmt: skip
+            st.session_state.created_character = {"id": character.id, "name": character.name or tr("common.unnamed")}
+        st.rerun()

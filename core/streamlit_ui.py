@@ -1,0 +1,57 @@
+"""Widgets shared by the pages: UI language, model status, image limits, thumbnails.
+
+Streamlit-aware by design (pages only); the domain logic stays in the plain modules.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.i18n import UI_LANGUAGES, t, ui_language_for
+from core.model import ModelSlot
+from core.settings import Settings
+from core.sheets import ImageLimits
+
+
+def lang() -> str:
+    """The UI language: the sidebar choice, else the browser's locale."""
+    if "ui_lang" not in st.session_state:
+        st.session_state.ui_lang = ui_language_for(st.context.locale)
+    return st.session_state.ui_lang
+
+
+def tr(key: str, **params: object) -> str:
+    return t(key, lang(), **params)
+
+
+def language_switch() -> None:
+    lang()
+    st.sidebar.selectbox(t("ui.language", lang()), list(UI_LANGUAGES), format_func=UI_LANGUAGES.get, key="ui_lang")
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    return ImageLimits(settings.max_upload_bytes, settings.max_pixels, settings.max_image_side, settings.thumbnail_side)
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 2**20:,.0f} MB" if n >= 2**20 else f"{n / 1024:,.0f} KB"
+
+
+def model_status(slot: ModelSlot, *, compact: bool = False) -> None:
+    """What the model is doing, and what to do if it cannot load. Never loads it."""
+    status = slot.status()
+    if status.state == "ready":
+        line = tr("model.ready", source=status.source, quantization=status.quantization, device=status.device,
+                  footprint=megabytes(status.footprint_bytes))  # fmt: skip
+        st.success(line, icon=":material/memory:")
+        if status.notice:
+            st.warning(status.notice, icon=":material/warning:")
+        cache = status.extra
+        if cache and not compact:
+            st.caption(tr("model.cache", **cache))
+    elif status.state == "loading":
+        st.info(tr("model.loading", phase=status.phase or "…"), icon=":material/hourglass_top:")
+    elif status.state == "failed" and status.error is not None:
+        st.error(status.error.message(lang()), icon=":material/error:")
+    else:
+        st.info(tr("model.not_loaded", source=status.source), icon=":material/bedtime:")
