@@ -58,8 +58,18 @@ GEMMA3_CHAT_TEMPLATE = (
 )
 
 MM_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
-SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>",
-            "<start_of_image>", "<end_of_image>", "<image_soft_token>"]  # fmt: skip
+SPECIALS = [
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<mask>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<start_of_image>",
+    "<end_of_image>",
+    "<image_soft_token>",
+]
 
 
 def _char_tokenizer():
@@ -74,12 +84,30 @@ def _char_tokenizer():
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
     tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
-                                  pad_token="<pad>", extra_special_tokens=MM_TOKENS)  # fmt: skip
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens=MM_TOKENS,
+    )
     tok.add_special_tokens(
         {"extra_special_tokens": ["<start_of_turn>", "<end_of_turn>"]}, replace_extra_special_tokens=False
     )
     return tok
+
+
+def _never_generate(model, tok) -> None:
+    """Zero the (tied) embedding rows of special and whitespace tokens: their logit is then exactly 0,
+    below the random maximum, so greedy replies never end early on <eos>, never contain markup, and
+    never start or end with whitespace (which the chat template trims). Test replies therefore run to
+    `max_new_tokens` on every CPU, and a reply re-tokenises to exactly the tokens generated."""
+    import torch
+
+    ids = [tok.convert_tokens_to_ids(t) for t in [*SPECIALS, " ", "\n", "\t"]]
+    with torch.no_grad():
+        model.get_input_embeddings().weight[ids] = 0
 
 
 def build_tiny(folder: Path, *, text_only: bool = False, seed: int = 0, image_size: int = 64) -> Path:
@@ -97,25 +125,53 @@ def build_tiny(folder: Path, *, text_only: bool = False, seed: int = 0, image_si
 
     torch.manual_seed(seed)
     tok = _char_tokenizer()
-    tc = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=64,
-                          max_position_embeddings=4096, pad_token_id=0, bos_token_id=2,
-                          eos_token_id=[1, tok.convert_tokens_to_ids("<end_of_turn>")])  # fmt: skip
+    tc = Gemma3TextConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        sliding_window=64,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=[1, tok.convert_tokens_to_ids("<end_of_turn>")],
+    )
     folder.mkdir(parents=True, exist_ok=True)
     if text_only:
         Gemma3ForCausalLM(tc).save_pretrained(folder)
         tok.chat_template = GEMMA3_CHAT_TEMPLATE
         tok.save_pretrained(folder)
         return folder
-    vc = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
-                            image_size=image_size, patch_size=16, vision_use_head=False)  # fmt: skip
-    config = Gemma3Config(text_config=tc, vision_config=vc, mm_tokens_per_image=4, boi_token_index=tok.boi_token_id,
-                          eoi_token_index=tok.eoi_token_id, image_token_index=tok.image_token_id)  # fmt: skip
+    vc = SiglipVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=16,
+        vision_use_head=False,
+    )
+    config = Gemma3Config(
+        text_config=tc,
+        vision_config=vc,
+        mm_tokens_per_image=4,
+        boi_token_index=tok.boi_token_id,
+        eoi_token_index=tok.eoi_token_id,
+        image_token_index=tok.image_token_id,
+    )
     model = Gemma3ForConditionalGeneration(config)
+    _never_generate(model, tok)
     model.generation_config.eos_token_id = tc.eos_token_id
     model.save_pretrained(folder)
-    processor = Gemma3Processor(Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}), tok,
-                                chat_template=GEMMA3_CHAT_TEMPLATE, image_seq_length=4)  # fmt: skip
+    processor = Gemma3Processor(
+        Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}),
+        tok,
+        chat_template=GEMMA3_CHAT_TEMPLATE,
+        image_seq_length=4,
+    )
     processor.save_pretrained(folder)
     return folder
 
@@ -154,18 +210,34 @@ def build_realistic(folder: Path, seed: int = 0) -> Path:
     text = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
     tc = text.config
     tc.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>")]
-    vc = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                            image_size=896, patch_size=14, vision_use_head=False)  # fmt: skip
-    config = Gemma3Config(text_config=tc.to_dict(), vision_config=vc.to_dict(), mm_tokens_per_image=256,
-                          boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id,
-                          image_token_index=tok.image_token_id)  # fmt: skip
+    vc = SiglipVisionConfig(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=27,
+        num_attention_heads=16,
+        image_size=896,
+        patch_size=14,
+        vision_use_head=False,
+    )
+    config = Gemma3Config(
+        text_config=tc.to_dict(),
+        vision_config=vc.to_dict(),
+        mm_tokens_per_image=256,
+        boi_token_index=tok.boi_token_id,
+        eoi_token_index=tok.eoi_token_id,
+        image_token_index=tok.image_token_id,
+    )
     model = Gemma3ForConditionalGeneration(config).to(torch.bfloat16)
     missing = model.model.language_model.load_state_dict(text.model.state_dict(), strict=False)
     assert not missing.missing_keys, missing.missing_keys
     model.generation_config.eos_token_id = tc.eos_token_id
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
-    processor = Gemma3Processor(Gemma3ImageProcessorPil(size={"height": 896, "width": 896}), tok,
-                                chat_template=GEMMA3_CHAT_TEMPLATE, image_seq_length=256)  # fmt: skip
+    processor = Gemma3Processor(
+        Gemma3ImageProcessorPil(size={"height": 896, "width": 896}),
+        tok,
+        chat_template=GEMMA3_CHAT_TEMPLATE,
+        image_seq_length=256,
+    )
     processor.save_pretrained(folder)
     return folder

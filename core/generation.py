@@ -457,8 +457,13 @@ class ChatEngine:
             kwargs["pixel_values"] = torch.cat([self.pixels.get(encoded.images[k]) for k in inside]).to(device)
             # The bidirectional image mask reads token types by position, from the sequence start.
             kwargs["token_type_ids"] = encoded.token_type_ids[:, :end].to(device)
-        model(input_ids=encoded.input_ids[:, start:end].to(device), cache=cache, use_cache=True, logits_to_keep=1,
-              **kwargs)  # fmt: skip
+        model(
+            input_ids=encoded.input_ids[:, start:end].to(device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **kwargs,
+        )
 
 
 def collect(stream: ReplyStream) -> str:

@@ -304,6 +304,10 @@ STRINGS: dict[str, dict[str, str]] = {
     "sampler.label.repetition_penalty": {"en": "Repetition penalty", "zh": "重复惩罚"},
     "sampler.label.fixed_seed": {"en": "Fixed seed (repeatable replies)", "zh": "固定随机种子（可复现）"},
     "sampler.label.seed": {"en": "Seed", "zh": "随机种子"},
+    "nav.home": {"en": "Home", "zh": "首页"},
+    "nav.create": {"en": "Create", "zh": "创建"},
+    "nav.library": {"en": "Library", "zh": "角色库"},
+    "nav.chat": {"en": "Chat", "zh": "聊天"},
 }
 
 

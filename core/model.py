@@ -240,8 +240,9 @@ class ModelSlot:
             return ModelStatus(self._state, self.settings.model_id, phase=self._phase, error=self._error)
         h: ModelHandle = self._engine.handle
         extra = self._engine.cache_report() if hasattr(self._engine, "cache_report") else {}
-        return ModelStatus("ready", h.source, h.quantization, h.device, h.footprint_bytes, h.load_seconds,
-                           notice=h.notice, extra=extra)  # fmt: skip
+        return ModelStatus(
+            "ready", h.source, h.quantization, h.device, h.footprint_bytes, h.load_seconds, notice=h.notice, extra=extra
+        )
 
     def engine(self, progress: Progress | None = None) -> Any:
         """The engine, loading the model first if needed (others arriving meanwhile wait for it)."""

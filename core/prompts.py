@@ -84,9 +84,13 @@ class Profile:
 def fill_placeholders(text: str, name: str, user: str = "you") -> str:
     """Tavern cards write {{char}} and {{user}}; put the real names in."""
     return (
-        text.replace("{{char}}", name).replace("{{Char}}", name).replace("<BOT>", name)
-        .replace("{{user}}", user).replace("{{User}}", user).replace("<USER>", user)
-    )  # fmt: skip
+        text.replace("{{char}}", name)
+        .replace("{{Char}}", name)
+        .replace("<BOT>", name)
+        .replace("{{user}}", user)
+        .replace("{{User}}", user)
+        .replace("<USER>", user)
+    )
 
 
 def language_name(language: str) -> str:

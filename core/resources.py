@@ -38,8 +38,9 @@ def make_chat_engine(handle: ModelHandle) -> ChatEngine:
 
 
 @st.cache_resource(show_spinner=False)
-def _slot(model_id: str, quantization: str, device: str, context_tokens: int, kv_cache_mb: int,
-          _settings: Settings) -> ModelSlot:  # fmt: skip
+def _slot(
+    model_id: str, quantization: str, device: str, context_tokens: int, kv_cache_mb: int, _settings: Settings
+) -> ModelSlot:
     return ModelSlot(_settings, make_chat_engine)
 
 

@@ -5,12 +5,49 @@ Streamlit-aware by design (pages only); the domain logic stays in the plain modu
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from core.i18n import UI_LANGUAGES, t, ui_language_for
 from core.model import ModelSlot
 from core.settings import Settings
 from core.sheets import ImageLimits
+
+
+def navigation() -> Any:
+    """The app's pages: the router `Home.py` runs, and the menu every page shows."""
+    st.set_page_config(page_title="RefSheet Chat", page_icon=":material/palette:", layout="wide")
+    pages = [
+        st.Page("pages/home.py", title=t("nav.home", lang()), icon=":material/home:", default=True),
+        st.Page("pages/create.py", title=t("nav.create", lang()), icon=":material/add_photo_alternate:"),
+        st.Page("pages/library.py", title=t("nav.library", lang()), icon=":material/photo_library:"),
+        st.Page("pages/chat.py", title=t("nav.chat", lang()), icon=":material/forum:"),
+    ]
+    return st.navigation(pages)
+
+
+_rerouted = False
+
+
+def through_router() -> None:
+    """Make sure this page runs under `Home.py`'s router, even when reached by a deep link.
+
+    Streamlit keeps a process-wide flag for the old `pages/` folder mode that only turns off once
+    some session has run `Home.py`. So the first request after a (re)start that is a deep link
+    (`/chat?…`) runs the page file on its own: automatic menu, narrow layout. The page then turns
+    the flag off and reruns once through the router. That first request is a page load or a
+    reconnect, never a click, so no input is lost. (Streamlit internal: `PagesManager`; AppTest
+    sets the flag again before every run, hence the once-per-process rerun.)
+    """
+    global _rerouted
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        if not _rerouted:
+            _rerouted = True
+            st.rerun()
 
 
 def lang() -> str:
@@ -41,8 +78,13 @@ def model_status(slot: ModelSlot, *, compact: bool = False) -> None:
     """What the model is doing, and what to do if it cannot load. Never loads it."""
     status = slot.status()
     if status.state == "ready":
-        line = tr("model.ready", source=status.source, quantization=status.quantization, device=status.device,
-                  footprint=megabytes(status.footprint_bytes))  # fmt: skip
+        line = tr(
+            "model.ready",
+            source=status.source,
+            quantization=status.quantization,
+            device=status.device,
+            footprint=megabytes(status.footprint_bytes),
+        )
         st.success(line, icon=":material/memory:")
         if status.notice:
             st.warning(status.notice, icon=":material/warning:")

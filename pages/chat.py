@@ -8,12 +8,13 @@ from core.generation import InvalidSampler, SamplerSettings
 from core.model import ModelLoadError
 from core.resources import engine, model_slot, settings
 from core.sheets import UPLOAD_EXTENSIONS, ImageRejected, prepare_image
-from core.streamlit_ui import image_limits, lang, language_switch, model_status, tr
+from core.streamlit_ui import image_limits, lang, language_switch, model_status, through_router, tr
 from storage import characters as chars
 from storage import conversations as convs
 from storage.db import session_scope
 from storage.tables import MessageStatus, Role
 
+through_router()
 language_switch()
 db = engine()
 slot = model_slot()
@@ -39,11 +40,14 @@ by_id = {c.id: c for c in characters}
 character_id = query_int("character")
 if character_id not in by_id:
     character_id = characters[0].id
-picked = st.sidebar.selectbox(tr("chat.character"), list(by_id), index=list(by_id).index(character_id),
-                              format_func=lambda i: by_id[i].name or tr("common.unnamed"))  # fmt: skip
-if picked != character_id:
-    st.query_params.from_dict({"character": picked})
-    st.rerun()
+st.session_state.character_pick = character_id  # the URL is the source of truth
+st.sidebar.selectbox(
+    tr("chat.character"),
+    list(by_id),
+    key="character_pick",
+    format_func=lambda i: by_id[i].name or tr("common.unnamed"),
+    on_change=lambda: st.query_params.from_dict({"character": st.session_state.character_pick}),
+)
 
 with Session(db) as session:
     character = chars.get_character(session, character_id)
@@ -108,11 +112,19 @@ def confirm_delete_conversation() -> None:
 with st.sidebar:
     st.image(main_sheet.data, caption=character.name or tr("common.unnamed"))
     st.button(tr("chat.new"), icon=":material/add_comment:", on_click=new_conversation, width="stretch")
-    chosen = st.radio(tr("chat.conversations"), conv_ids, index=conv_ids.index(conversation_id),
-                      format_func=lambda i: next(c.title for c in conversations if c.id == i) or tr("chat.untitled"))  # fmt: skip
-    if chosen != conversation_id:
-        st.query_params.from_dict({"character": character_id, "conversation": chosen})
-        st.rerun()
+    st.session_state.conversation_pick = conversation_id
+    labels = {c.id: c.title or f"{tr('chat.untitled')} · {c.created_at:%Y-%m-%d %H:%M}" for c in conversations}
+    repeated = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    labels = {i: f"{label} (#{i})" if label in repeated else label for i, label in labels.items()}
+    st.radio(
+        tr("chat.conversations"),
+        conv_ids,
+        key="conversation_pick",
+        format_func=labels.get,
+        on_change=lambda: st.query_params.from_dict(
+            {"character": character_id, "conversation": st.session_state.conversation_pick}
+        ),
+    )
     with st.expander(tr("chat.this_conversation")):
         title = st.text_input(tr("chat.rename"), conversation.title, key=f"title_{conversation_id}")
         if st.button(tr("common.save"), key="rename", icon=":material/save:") and title.strip() != conversation.title:
@@ -123,8 +135,14 @@ with st.sidebar:
             st.session_state.confirm_delete_conversation = True
     with st.expander(tr("chat.settings")), st.form(f"sampler_{conversation_id}"):
         current = chat.sampler_of(conversation)
-        temperature = st.slider(tr("sampler.label.temperature"), 0.0, 2.0, float(current.temperature), 0.05,
-                                help=tr("sampler.help.temperature"))  # fmt: skip
+        temperature = st.slider(
+            tr("sampler.label.temperature"),
+            0.0,
+            2.0,
+            float(current.temperature),
+            0.05,
+            help=tr("sampler.help.temperature"),
+        )
         top_p = st.slider(tr("sampler.label.top_p"), 0.05, 1.0, float(current.top_p), 0.05)
         top_k = st.number_input(tr("sampler.label.top_k"), 0, 1000, int(current.top_k))
         max_new = st.number_input(tr("sampler.label.max_new_tokens"), 1, 4096, int(current.max_new_tokens))
@@ -133,8 +151,9 @@ with st.sidebar:
         seed = st.number_input(tr("sampler.label.seed"), 0, 2**31 - 1, int(current.seed or 0))
         if st.form_submit_button(tr("common.save"), icon=":material/tune:"):
             try:
-                sampler = SamplerSettings(temperature, top_p, int(top_k), int(max_new), penalty,
-                                          int(seed) if fixed else None)  # fmt: skip
+                sampler = SamplerSettings(
+                    temperature, top_p, int(top_k), int(max_new), penalty, int(seed) if fixed else None
+                )
             except InvalidSampler as exc:
                 for message in exc.messages(lang()):
                     st.error(message)
@@ -149,11 +168,19 @@ if st.session_state.get("confirm_delete_conversation"):
 
 
 # -- generating a reply -----------------------------------------------------------------------------
+def retry_button() -> None:
+    st.button(
+        tr("chat.retry_model"),
+        icon=":material/refresh:",
+        on_click=st.session_state.update,
+        kwargs={"retry_model": True, "chat_action": {"kind": "reply"}},
+    )
+
+
 def stream_reply(regenerate_turn: int | None = None) -> None:
     """Load the model if needed, then stream a reply into a row saved as it grows."""
     if slot.status().state == "failed" and not st.session_state.pop("retry_model", False):
-        st.button(tr("chat.retry_model"), icon=":material/refresh:", on_click=st.session_state.update,
-                  kwargs={"retry_model": True})  # fmt: skip
+        retry_button()  # the error itself is shown with the model status above
         return
     if slot.status().state != "ready":
         with st.status(tr("chat.loading_model"), expanded=True) as box:
@@ -162,6 +189,7 @@ def stream_reply(regenerate_turn: int | None = None) -> None:
             except ModelLoadError as exc:
                 box.update(label=tr("chat.model_failed"), state="error")
                 st.error(exc.message(lang()), icon=":material/error:")
+                retry_button()
                 return
             box.update(label=tr("chat.model_ready"), state="complete", expanded=False)
     else:
@@ -172,8 +200,13 @@ def stream_reply(regenerate_turn: int | None = None) -> None:
     with st.chat_message("assistant", avatar=main_sheet.thumbnail):
         st.button(tr("chat.stop"), icon=":material/stop_circle:", key="stop")  # any click reruns: that stops it
         note = st.empty()
-        chunks = chat.stream_into(db, message_id, chat_engine.stream(request, on_wait=lambda n: note.info(
-            tr("chat.queued", ahead=n), icon=":material/hourglass_top:")))  # fmt: skip
+        chunks = chat.stream_into(
+            db,
+            message_id,
+            chat_engine.stream(
+                request, on_wait=lambda n: note.info(tr("chat.queued", ahead=n), icon=":material/hourglass_top:")
+            ),
+        )
         try:
             st.write_stream(chunks)
         except Exception:  # noqa: BLE001 - already saved on the message row; shown after the rerun
@@ -232,31 +265,72 @@ for m in messages:
         with st.container(horizontal=True, gap="small"):
             n = counts.get(m.turn, 1)
             if not is_user and n > 1:
-                st.button("‹", key=f"prev_{m.turn}", disabled=m.variant == 0, on_click=choose, type="tertiary",
-                          args=(m.turn, m.variant - 1), help=tr("chat.previous"))  # fmt: skip
+                st.button(
+                    "‹",
+                    key=f"prev_{m.turn}",
+                    disabled=m.variant == 0,
+                    on_click=choose,
+                    type="tertiary",
+                    args=(m.turn, m.variant - 1),
+                    help=tr("chat.previous"),
+                )
                 st.markdown(f"{m.variant + 1}/{n}", width="content")
-                st.button("›", key=f"next_{m.turn}", disabled=m.variant >= n - 1, on_click=choose, type="tertiary",
-                          args=(m.turn, m.variant + 1), help=tr("chat.next"))  # fmt: skip
+                st.button(
+                    "›",
+                    key=f"next_{m.turn}",
+                    disabled=m.variant >= n - 1,
+                    on_click=choose,
+                    type="tertiary",
+                    args=(m.turn, m.variant + 1),
+                    help=tr("chat.next"),
+                )
             if not is_user and m.turn == last_assistant:
-                st.button(tr("chat.regenerate"), key=f"regen_{m.turn}", icon=":material/refresh:", type="tertiary",
-                          on_click=act, kwargs={"kind": "regenerate", "turn": m.turn})  # fmt: skip
+                st.button(
+                    tr("chat.regenerate"),
+                    key=f"regen_{m.turn}",
+                    icon=":material/refresh:",
+                    type="tertiary",
+                    on_click=act,
+                    kwargs={"kind": "regenerate", "turn": m.turn},
+                )
             if is_user:
-                st.button(tr("chat.edit"), key=f"edit_{m.turn}", icon=":material/edit:", type="tertiary",
-                          on_click=lambda turn=m.turn: st.session_state.update(editing_turn=turn))  # fmt: skip
-            st.button(tr("chat.delete_message"), key=f"del_{m.turn}", icon=":material/delete:", type="tertiary",
-                      on_click=delete_turn, args=(m.turn,))  # fmt: skip
+                st.button(
+                    tr("chat.edit"),
+                    key=f"edit_{m.turn}",
+                    icon=":material/edit:",
+                    type="tertiary",
+                    on_click=lambda turn=m.turn: st.session_state.update(editing_turn=turn),
+                )
+            st.button(
+                tr("chat.delete_message"),
+                key=f"del_{m.turn}",
+                icon=":material/delete:",
+                type="tertiary",
+                on_click=delete_turn,
+                args=(m.turn,),
+            )
         if not is_user and m.turn == last_assistant and m.stats.get("new_tokens"):
             s = m.stats
-            st.caption(tr("chat.stats", ttft=f"{s['ttft_s']:.2f}", tps=f"{s['tokens_per_s']:.1f}",
-                          prompt=s["prompt_tokens"], cached=s["prompt_tokens"] - s["prefilled_tokens"]))  # fmt: skip
+            st.caption(
+                tr(
+                    "chat.stats",
+                    ttft=f"{s['ttft_s']:.2f}",
+                    tps=f"{s['tokens_per_s']:.1f}",
+                    prompt=s["prompt_tokens"],
+                    cached=s["prompt_tokens"] - s["prefilled_tokens"],
+                )
+            )
 
 if rejected := st.session_state.pop("rejected_draft", None):
     st.warning(tr("chat.not_sent", text=rejected["text"]) if rejected["text"] else tr("chat.not_sent_empty"))
     for message in rejected["errors"]:
         st.error(message, icon=":material/broken_image:")
 
-prompt = st.chat_input(tr("chat.placeholder", name=character.name or tr("common.unnamed")), accept_file="multiple",
-                       file_type=UPLOAD_EXTENSIONS)  # fmt: skip
+prompt = st.chat_input(
+    tr("chat.placeholder", name=character.name or tr("common.unnamed")),
+    accept_file="multiple",
+    file_type=UPLOAD_EXTENSIONS,
+)
 
 if regenerate_turn is not None:
     stream_reply(regenerate_turn)

@@ -5,10 +5,11 @@ import streamlit as st
 from core.prompts import DEFAULT_LANGUAGE, REPLY_LANGUAGES
 from core.resources import engine, settings
 from core.sheets import UPLOAD_EXTENSIONS, ImageRejected, PreparedImage, prepare_image
-from core.streamlit_ui import image_limits, lang, language_switch, tr
+from core.streamlit_ui import image_limits, lang, language_switch, through_router, tr
 from storage import characters as chars
 from storage.db import session_scope
 
+through_router()
 language_switch()
 st.title(tr("create.title"))
 limits = image_limits(settings())
@@ -28,8 +29,12 @@ def checked(files) -> tuple[list[PreparedImage], list[str]]:
 if created := st.session_state.get("created_character"):
     st.success(tr("create.done", name=created["name"]), icon=":material/check_circle:")
     go, again = st.columns(2)
-    go.page_link("pages/chat.py", label=tr("create.start_chatting"), icon=":material/forum:",
-                 query_params={"character": created["id"]})  # fmt: skip
+    go.page_link(
+        "pages/chat.py",
+        label=tr("create.start_chatting"),
+        icon=":material/forum:",
+        query_params={"character": created["id"]},
+    )
     if again.button(tr("create.another"), icon=":material/add:"):
         del st.session_state["created_character"]
         st.session_state.create_form += 1
@@ -37,10 +42,16 @@ if created := st.session_state.get("created_character"):
     st.stop()
 
 form = st.session_state.setdefault("create_form", 0)  # bump to clear every widget after a create
-main_file = st.file_uploader(tr("create.main_sheet"), type=UPLOAD_EXTENSIONS, help=tr("create.main_help"),
-                             key=f"main_{form}")  # fmt: skip
-extra_files = st.file_uploader(tr("create.extra_images"), type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
-                               help=tr("create.extra_help"), key=f"extra_{form}")  # fmt: skip
+main_file = st.file_uploader(
+    tr("create.main_sheet"), type=UPLOAD_EXTENSIONS, help=tr("create.main_help"), key=f"main_{form}"
+)
+extra_files = st.file_uploader(
+    tr("create.extra_images"),
+    type=UPLOAD_EXTENSIONS,
+    accept_multiple_files=True,
+    help=tr("create.extra_help"),
+    key=f"extra_{form}",
+)
 
 main_images, errors = checked([main_file] if main_file else [])
 extra_images, extra_errors = checked(extra_files or [])
@@ -55,8 +66,12 @@ if main_images or extra_images:
 
 name = st.text_input(tr("create.name"), placeholder=tr("create.name_placeholder"), key=f"name_{form}")
 notes = st.text_area(tr("create.notes"), placeholder=tr("create.notes_placeholder"), key=f"notes_{form}")
-language = st.selectbox(tr("create.language"), list(REPLY_LANGUAGES), index=list(REPLY_LANGUAGES).index(DEFAULT_LANGUAGE),
-                        key=f"language_{form}")  # fmt: skip
+language = st.selectbox(
+    tr("create.language"),
+    list(REPLY_LANGUAGES),
+    index=list(REPLY_LANGUAGES).index(DEFAULT_LANGUAGE),
+    key=f"language_{form}",
+)
 with st.expander(tr("create.more")):
     greeting = st.text_area(tr("field.first_mes"), help=tr("create.greeting_help"), key=f"greeting_{form}")
     personality = st.text_area(tr("field.personality"), key=f"personality_{form}")
@@ -70,8 +85,14 @@ if st.button(tr("create.submit"), type="primary", icon=":material/person_add:"):
     else:
         with session_scope(engine()) as session:
             character = chars.create_character(
-                session, main_images + extra_images, name=name.strip(), notes=notes.strip(), language=language,
-                first_mes=greeting.strip(), personality=personality.strip(), scenario=scenario.strip(),
-            )  # fmt: skip
+                session,
+                main_images + extra_images,
+                name=name.strip(),
+                notes=notes.strip(),
+                language=language,
+                first_mes=greeting.strip(),
+                personality=personality.strip(),
+                scenario=scenario.strip(),
+            )
             st.session_state.created_character = {"id": character.id, "name": character.name or tr("common.unnamed")}
         st.rerun()

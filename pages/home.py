@@ -4,10 +4,11 @@ import streamlit as st
 from sqlmodel import Session
 
 from core.resources import engine, model_slot
-from core.streamlit_ui import language_switch, model_status, tr
+from core.streamlit_ui import language_switch, model_status, through_router, tr
 from storage import characters as chars
 from storage import conversations as convs
 
+through_router()
 language_switch()
 st.title(tr("home.title"))
 st.markdown(tr("home.tagline"))

@@ -6,12 +6,13 @@ from sqlmodel import Session
 from core.prompts import REPLY_LANGUAGES
 from core.resources import engine, settings
 from core.sheets import UPLOAD_EXTENSIONS, ImageRejected, prepare_image
-from core.streamlit_ui import image_limits, lang, language_switch, tr
+from core.streamlit_ui import image_limits, lang, language_switch, through_router, tr
 from storage import characters as chars
 from storage.db import session_scope
 
 GREETING_SEPARATOR = "\n---\n"
 
+through_router()
 language_switch()
 st.title(tr("library.title"))
 db = engine()
@@ -61,25 +62,41 @@ def editor(character_id: int) -> None:
             languages.append(character.language)
         language = st.selectbox(tr("create.language"), languages, index=languages.index(character.language))
         first_mes = st.text_area(tr("field.first_mes"), character.first_mes)
-        alternates = st.text_area(tr("field.alternate_greetings"), GREETING_SEPARATOR.join(character.alternate_greetings),
-                                  help=tr("library.alternates_help"))  # fmt: skip
+        alternates = st.text_area(
+            tr("field.alternate_greetings"),
+            GREETING_SEPARATOR.join(character.alternate_greetings),
+            help=tr("library.alternates_help"),
+        )
         fields = {
             key: st.text_area(tr(f"field.{key}"), getattr(character, key))
-            for key in ("description", "personality", "scenario", "mes_example", "system_prompt",
-                        "post_history_instructions", "creator_notes")
-        }  # fmt: skip
+            for key in (
+                "description",
+                "personality",
+                "scenario",
+                "mes_example",
+                "system_prompt",
+                "post_history_instructions",
+                "creator_notes",
+            )
+        }
         tags = st.text_input(tr("field.tags"), ", ".join(character.tags))
         creator = st.text_input(tr("field.creator"), character.creator)
         version = st.text_input(tr("field.character_version"), character.character_version)
         if st.form_submit_button(tr("common.save"), type="primary", icon=":material/save:"):
             with session_scope(db) as session:
                 chars.update_character(
-                    session, character_id, name=name.strip(), notes=notes.strip(), language=language,
-                    first_mes=first_mes.strip(), creator=creator.strip(), character_version=version.strip(),
+                    session,
+                    character_id,
+                    name=name.strip(),
+                    notes=notes.strip(),
+                    language=language,
+                    first_mes=first_mes.strip(),
+                    creator=creator.strip(),
+                    character_version=version.strip(),
                     alternate_greetings=[g.strip() for g in alternates.split(GREETING_SEPARATOR.strip()) if g.strip()],
                     tags=[t.strip() for t in tags.split(",") if t.strip()],
                     **{k: v.strip() for k, v in fields.items()},
-                )  # fmt: skip
+                )
             st.toast(tr("library.saved"), icon=":material/save:")
             st.rerun()
 
@@ -88,18 +105,24 @@ def editor(character_id: int) -> None:
     for i, image in enumerate(images):
         with cols[i % 4].container(border=True):
             st.image(image.thumbnail, caption=tr("create.main_caption") if image.position == 0 else image.original_name)
-            if image.position != 0 and st.button(tr("library.make_main"), key=f"main_{image.id}",
-                                                 icon=":material/star:"):  # fmt: skip
+            if image.position != 0 and st.button(
+                tr("library.make_main"), key=f"main_{image.id}", icon=":material/star:"
+            ):
                 with session_scope(db) as session:
                     chars.set_main_image(session, character_id, image.id)
                 st.rerun()
-            if len(images) > 1 and st.button(tr("library.remove_image"), key=f"remove_{image.id}",
-                                             icon=":material/close:"):  # fmt: skip
+            if len(images) > 1 and st.button(
+                tr("library.remove_image"), key=f"remove_{image.id}", icon=":material/close:"
+            ):
                 with session_scope(db) as session:
                     chars.remove_image(session, image.id)
                 st.rerun()
-    uploads = st.file_uploader(tr("library.add_images"), type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
-                               key=f"add_{character_id}_{st.session_state.get('add_round', 0)}")  # fmt: skip
+    uploads = st.file_uploader(
+        tr("library.add_images"),
+        type=UPLOAD_EXTENSIONS,
+        accept_multiple_files=True,
+        key=f"add_{character_id}_{st.session_state.get('add_round', 0)}",
+    )
     if uploads and st.button(tr("library.add_button"), icon=":material/add_photo_alternate:"):
         try:
             prepared = [prepare_image(f.getvalue(), f.name, image_limits(settings())) for f in uploads]
@@ -133,10 +156,17 @@ for i, summary in enumerate(summaries):
         if summary.thumbnail:
             st.image(summary.thumbnail, width="stretch")
         st.markdown(f"**{summary.name or tr('common.unnamed')}**")
-        st.caption(tr("library.card_meta", language=summary.language, conversations=summary.conversation_count,
-                      when=summary.last_activity.strftime("%Y-%m-%d %H:%M")))  # fmt: skip
-        st.page_link("pages/chat.py", label=tr("library.chat"), icon=":material/forum:",
-                     query_params={"character": summary.id})  # fmt: skip
+        st.caption(
+            tr(
+                "library.card_meta",
+                language=summary.language,
+                conversations=summary.conversation_count,
+                when=summary.last_activity.strftime("%Y-%m-%d %H:%M"),
+            )
+        )
+        st.page_link(
+            "pages/chat.py", label=tr("library.chat"), icon=":material/forum:", query_params={"character": summary.id}
+        )
         edit, copy, delete = st.columns(3)
         if edit.button(tr("library.edit"), key=f"edit_{summary.id}", icon=":material/edit:"):
             st.session_state.editing = summary.id
@@ -146,6 +176,9 @@ for i, summary in enumerate(summaries):
                 chars.duplicate_character(session, summary.id, tr("library.copy_suffix"))
             st.rerun()
         if delete.button(tr("common.delete"), key=f"del_{summary.id}", icon=":material/delete:"):
-            st.session_state.confirm_delete = {"character_id": summary.id, "name": summary.name,
-                                               "conversations": summary.conversation_count}  # fmt: skip
+            st.session_state.confirm_delete = {
+                "character_id": summary.id,
+                "name": summary.name,
+                "conversations": summary.conversation_count,
+            }
             st.rerun()

@@ -156,8 +156,16 @@ def list_characters(session: Session, query: str = "", owner: str | None = None)
         .correlate(Character)
         .scalar_subquery()
     )
-    stmt = select(Character.id, Character.name, Character.language, Character.notes, thumb, conv_count,
-                  Character.updated_at, last_conv)  # fmt: skip
+    stmt = select(
+        Character.id,
+        Character.name,
+        Character.language,
+        Character.notes,
+        thumb,
+        conv_count,
+        Character.updated_at,
+        last_conv,
+    )
     if owner is not None:
         stmt = stmt.where(Character.owner == owner)
     if query.strip():

@@ -102,3 +102,37 @@ def sheet(neutral_png: bytes):
 
     prepared = prepare_image(neutral_png, "seraphina_neutral.png")
     return PromptImage(prepared.sha256, prepared.data)
+
+
+# -- The app under AppTest, configured with the tiny checkpoint ---------------------------------------
+@pytest.fixture
+def app_env(tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Environment for the real app: tiny model, fresh data directory. Returns the data directory."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("REFSHEET_DATA_DIR", str(data))
+    monkeypatch.setenv("REFSHEET_MODEL", str(tiny_checkpoint))
+    monkeypatch.setenv("REFSHEET_QUANTIZATION", "none")
+    monkeypatch.setenv("REFSHEET_DEVICE", "cpu")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    return data
+
+
+@pytest.fixture
+def app_db(app_env: Path):
+    """An engine on the same database file the app uses."""
+    eng = make_engine(f"sqlite:///{app_env / 'refsheet.db'}")
+    migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+def new_app(page: str | None = None, **query: object):
+    """A fresh AppTest of Home.py (a new browser session, or a restarted server), optionally on a page."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=120)
+    at.query_params.update({k: str(v) for k, v in query.items()})
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    return at

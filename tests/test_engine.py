@@ -41,10 +41,16 @@ def test_streamed_chunks_equal_the_plain_greedy_output(chat_engine, sheet) -> No
     enc = chat_engine.encode(messages, images)
     pixels = torch.cat([chat_engine.pixels.get(i) for i in images])
     out = chat_engine.handle.model.generate(
-        input_ids=enc.input_ids, attention_mask=torch.ones_like(enc.input_ids), pixel_values=pixels,
-        token_type_ids=enc.token_type_ids, do_sample=False, max_new_tokens=24, temperature=None, top_p=None,
+        input_ids=enc.input_ids,
+        attention_mask=torch.ones_like(enc.input_ids),
+        pixel_values=pixels,
+        token_type_ids=enc.token_type_ids,
+        do_sample=False,
+        max_new_tokens=24,
+        temperature=None,
+        top_p=None,
         top_k=None,
-    )  # fmt: skip
+    )
     expected = chat_engine.handle.tokenizer.decode(out[0, len(enc) :], skip_special_tokens=True)
     assert len(chunks) > 1  # it really streamed
     assert "".join(chunks) == expected

@@ -43,8 +43,7 @@ def _populate(engine) -> dict[str, int]:
         m0 = convs.append_message(s, conv.id, Role.ASSISTANT, "Welcome, traveller.")
         m1 = convs.append_message(s, conv.id, Role.USER, "Where am I?", attachment_ids=[att.id])
         m2 = convs.append_message(s, conv.id, Role.ASSISTANT, "In my glade.", status=MessageStatus.PARTIAL)
-        return {"character": c.id, "conversation": conv.id, "attachment": att.id, "m0": m0.id, "m1": m1.id,
-                "m2": m2.id}  # fmt: skip
+        return {"character": c.id, "conversation": conv.id, "attachment": att.id, "m0": m0.id, "m1": m1.id, "m2": m2.id}
 
 
 def test_every_table_round_trips_and_survives_a_restart(engine, db_url: str) -> None:

@@ -1,0 +1,225 @@
+"""A real browser against a real server: Playwright drives Debian's Chromium at `streamlit run Home.py`.
+
+Creates a character from the shared sheet, chats, kills the server process, restarts it, and finds
+the conversation intact. An audit hook inside the server records every outgoing connection and
+name lookup: there must be none beyond loopback. Screenshots land in test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+
+# Loaded by the server's interpreter through PYTHONPATH: logs any connection that leaves loopback.
+AUDIT_HOOK = """
+import json, os, sys
+_log = os.environ["REFSHEET_NET_LOG"]
+_ok = {"127.0.0.1", "::1", "localhost", "0.0.0.0", "::", "", None}
+def _hook(event, args):
+    if event == "socket.connect":
+        if not isinstance(args[1], tuple):
+            return  # a Unix socket path
+        host = args[1][0]
+    elif event == "socket.getaddrinfo":
+        host = args[0].decode() if isinstance(args[0], bytes) else args[0]
+    else:
+        return
+    if host in _ok or str(host).startswith("127."):
+        return
+    with open(_log, "a") as fh:
+        fh.write(json.dumps({"event": event, "host": str(host)}) + "\\n")
+sys.addaudithook(_hook)
+"""
+
+
+def _browser_available() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return Path(CHROMIUM).exists()
+
+
+if not _browser_available():
+    if os.environ.get("REFSHEET_REQUIRE_BROWSER"):
+        pytest.fail("Chromium or Playwright missing, and CI requires the browser test", pytrace=False)
+    pytest.skip("needs Debian's chromium (apt-get install -y chromium) and playwright", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`streamlit run Home.py` as a child process, started and killed like a real deployment."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+        self.env, self.port, self.log = env, port, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "Home.py",
+                "--server.port",
+                str(self.port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log.open("a"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"streamlit did not start; see {self.log}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)  # no clean shutdown: as if the machine lost power
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def server(tmp_path: Path, tiny_checkpoint: Path):
+    hook_dir = tmp_path / "hook"
+    hook_dir.mkdir()
+    (hook_dir / "sitecustomize.py").write_text(AUDIT_HOOK)
+    net_log = tmp_path / "network.jsonl"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{hook_dir}{os.pathsep}{ROOT}",
+        "REFSHEET_NET_LOG": str(net_log),
+        "REFSHEET_DATA_DIR": str(tmp_path / "data"),
+        "REFSHEET_MODEL": str(tiny_checkpoint),
+        "REFSHEET_QUANTIZATION": "none",
+        "HF_HUB_OFFLINE": "1",
+    }
+    srv = Server(env, _free_port(), tmp_path / "server.log")
+    srv.start()
+    yield srv, net_log
+    srv.kill()
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _wait_idle(page) -> None:
+    """Until Streamlit has finished running the script (reruns included)."""
+    for _ in range(2):  # a reply ends with a rerun: wait out both runs
+        page.wait_for_timeout(400)
+        page.wait_for_selector('[data-test-script-state="notRunning"]', timeout=120_000)
+
+
+def _messages(page) -> list[str]:
+    return [m.inner_text() for m in page.locator('[data-testid="stChatMessage"]').all()]
+
+
+def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    srv, net_log = server
+    url = f"http://127.0.0.1:{srv.port}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-sync",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US")
+        page.goto(url)
+        expect(page.get_by_role("heading", name="RefSheet Chat")).to_be_visible(timeout=60_000)
+        _wait_idle(page)
+        _shot(page, "home-empty")
+
+        page.get_by_role("link", name="Create a character").first.click()
+        expect(page.get_by_role("heading", name="Create a character")).to_be_visible(timeout=30_000)
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(
+            str(shared / "images" / "seraphina_neutral.png")
+        )
+        expect(page.locator('[data-testid="stImage"]').first).to_be_visible(timeout=30_000)
+        page.get_by_label("Name").fill("Seraphina")
+        page.get_by_label("Notes").fill("Guardian of the forest glade.")
+        _wait_idle(page)
+        _shot(page, "create")
+        page.get_by_role("button", name="Create character").click()
+        expect(page.get_by_text("Seraphina is ready.")).to_be_visible(timeout=30_000)
+
+        page.get_by_role("link", name="Start chatting").click()
+        expect(page.get_by_text("tokens/s")).to_be_visible(timeout=120_000)  # the greeting has finished
+        _wait_idle(page)
+        chat_input = page.locator('[data-testid="stChatInputTextArea"]')
+        chat_input.fill("Hello! <b>not bold</b>")
+        chat_input.press("Enter")
+        expect(page.locator('[data-testid="stChatMessage"]')).to_have_count(3, timeout=120_000)
+        expect(page.get_by_role("button", name="Regenerate")).to_have_count(1, timeout=120_000)  # reply done
+        _wait_idle(page)
+        before = _messages(page)
+        assert "Unfinished" not in "".join(before)
+        assert "Hello! <b>not bold</b>" in before[1]  # shown as text, not turned into HTML
+        assert before[2].strip()  # the streamed reply
+        chat_url = page.url
+        assert "character=" in chat_url and "conversation=" in chat_url
+        _shot(page, "chat")
+
+        srv.kill()
+        srv.start()
+        page.goto(chat_url)
+        expect(page.locator('[data-testid="stChatMessage"]')).to_have_count(3, timeout=60_000)
+        _wait_idle(page)
+        assert _messages(page) == before
+        _shot(page, "chat-after-restart")
+
+        page.goto(f"{url}/library")
+        expect(page.get_by_role("heading", name="Character library")).to_be_visible(timeout=30_000)
+        _wait_idle(page)
+        _shot(page, "library")
+        page.goto(url)
+        expect(page.get_by_role("link", name="Continue").first).to_be_visible(timeout=30_000)
+        _wait_idle(page)
+        _shot(page, "home")
+        browser.close()
+
+    leaks = [json.loads(line) for line in net_log.read_text().splitlines()] if net_log.exists() else []
+    assert leaks == [], f"the server reached beyond loopback: {leaks}"

@@ -1,0 +1,97 @@
+"""Nothing is lost: the reply row is saved while it streams and closed out however it ends."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlmodel import Session
+
+from core import chat
+from core.generation import ChatEngine
+from core.sheets import prepare_image
+from storage import characters as chars
+from storage import conversations as convs
+from storage.db import session_scope
+from storage.tables import Message, MessageStatus
+
+
+@pytest.fixture
+def conversation(engine, neutral_png: bytes) -> int:
+    with session_scope(engine) as s:
+        character = chars.create_character(s, [prepare_image(neutral_png, "sheet.png")], name="Sera", first_mes="Hi.")
+        conv, needs_greeting = chat.open_conversation(s, character)
+        assert not needs_greeting
+        chat.add_user_message(s, conv.id, "Tell me a long story about the forest and its guardians")
+        convs.save_settings(s, conv.id, {"temperature": 0, "max_new_tokens": 400})
+        return conv.id
+
+
+def _reply(engine, chat_engine: ChatEngine, conversation: int, stop: threading.Event | None = None):
+    with Session(engine) as s:
+        request = chat.build_request(s, conversation)
+    message_id, _ = chat.start_reply(engine, conversation)
+    return message_id, chat.stream_into(engine, message_id, chat_engine.stream(request, stop))
+
+
+def _row(engine, message_id: int) -> Message:
+    with Session(engine) as s:
+        return s.get(Message, message_id)
+
+
+def test_the_user_message_and_an_unfinished_reply_row_exist_before_generation(engine, conversation) -> None:
+    message_id, _ = chat.start_reply(engine, conversation)
+    with Session(engine) as s:
+        texts = [(m.role, m.text, m.status) for m in convs.list_messages(s, conversation)]
+    assert texts[1] == ("user", "Tell me a long story about the forest and its guardians", "complete")
+    assert texts[2] == ("assistant", "", "partial")  # a crash now reads as an unfinished reply
+    assert _row(engine, message_id).status == MessageStatus.PARTIAL
+
+
+def test_reply_is_saved_while_it_streams_then_completed(engine, chat_engine, conversation, monkeypatch) -> None:
+    monkeypatch.setattr(chat, "FLUSH_CHUNKS", 5)
+    message_id, chunks = _reply(engine, chat_engine, conversation)
+    seen, saved_midway = [], None
+    for chunk in chunks:
+        seen.append(chunk)
+        if len(seen) == 30:
+            saved_midway = _row(engine, message_id)
+    assert saved_midway is not None and saved_midway.text and "".join(seen).startswith(saved_midway.text)
+    assert saved_midway.status == MessageStatus.PARTIAL
+    final = _row(engine, message_id)
+    assert final.text == "".join(seen) and final.status == MessageStatus.COMPLETE
+    assert final.stats["new_tokens"] == 400 and final.stats["prompt_tokens"] > 0
+
+
+def test_stop_keeps_the_partial_reply(engine, chat_engine, conversation) -> None:
+    stop = threading.Event()
+    message_id, chunks = _reply(engine, chat_engine, conversation, stop)
+    seen = []
+    for chunk in chunks:
+        seen.append(chunk)
+        if len(seen) == 10:
+            stop.set()
+    row = _row(engine, message_id)
+    assert row.status == MessageStatus.PARTIAL and row.text == "".join(seen) and row.stats["stopped"]
+    assert row.stats["new_tokens"] < 400
+
+
+def test_a_page_that_goes_away_mid_reply_keeps_the_text(engine, chat_engine, conversation) -> None:
+    message_id, chunks = _reply(engine, chat_engine, conversation)
+    seen = [next(chunks) for _ in range(6)]
+    chunks.close()  # what a Streamlit rerun (the Stop button, a closed tab) does to the generator
+    row = _row(engine, message_id)
+    assert row.status == MessageStatus.PARTIAL and row.text == "".join(seen)
+    assert chat_engine.gate.waiting == 0  # the model is free again
+    _, again = _reply(engine, chat_engine, conversation)
+    assert "".join(again)  # and serves the next request
+
+
+def test_a_failure_is_recorded_on_the_row(engine, chat_engine, conversation) -> None:
+    with session_scope(engine) as s:
+        convs.save_settings(s, conversation, {"temperature": 0, "max_new_tokens": 4096})  # beyond the context
+    message_id, chunks = _reply(engine, chat_engine, conversation)
+    with pytest.raises(ValueError, match="too long for the model's context"):
+        list(chunks)
+    row = _row(engine, message_id)
+    assert row.status == MessageStatus.ERROR and "too long" in row.error
