@@ -58,6 +58,7 @@ class SamplerSettings:
     max_new_tokens: int = 512
     repetition_penalty: float = 1.0
     seed: int | None = None
+    min_new_tokens: int = 0  # not in the UI: benchmarks use it to force equal lengths
 
     def __post_init__(self) -> None:
         problems: list[tuple[str, dict[str, Any]]] = []
@@ -71,6 +72,8 @@ class SamplerSettings:
             problems.append(("sampler.max_new_tokens", {"value": self.max_new_tokens}))
         if not 1 <= self.repetition_penalty <= 2:
             problems.append(("sampler.repetition_penalty", {"value": self.repetition_penalty}))
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            problems.append(("sampler.min_new_tokens", {"value": self.min_new_tokens}))
         if self.seed is not None and self.seed < 0:
             problems.append(("sampler.seed", {"value": self.seed}))
         if problems:
@@ -97,6 +100,8 @@ class SamplerSettings:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if self.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = self.repetition_penalty
+        if self.min_new_tokens:
+            kwargs["min_new_tokens"] = self.min_new_tokens
         return kwargs
 
 
@@ -133,7 +138,11 @@ class Encoded:
     token_type_ids: Any  # LongTensor [1, n]; 1 on image soft tokens
     images: list[PromptImage]
     boi_positions: list[int]
-    prefix_len: int  # tokens of the character prefix, generation prompt included
+    prefix_ids: list[int]  # the character prefix alone, generation prompt included
+
+    @property
+    def prefix_len(self) -> int:
+        return len(self.prefix_ids)
 
     @property
     def ids(self) -> list[int]:
@@ -310,7 +319,9 @@ class ChatEngine:
         self.kv = kv_store  # a core.kvcache.KVStore, or None for cold starts every turn
 
     # -- encoding ---------------------------------------------------------------------------------
-    def encode(self, messages: list[dict[str, Any]], images: Sequence[PromptImage], prefix_len: int = 0) -> Encoded:
+    def encode(
+        self, messages: list[dict[str, Any]], images: Sequence[PromptImage], prefix_ids: Sequence[int] = ()
+    ) -> Encoded:
         """Tokenise messages exactly as the processor would, without re-processing cached images."""
 
         processor = self.handle.processor
@@ -322,16 +333,27 @@ class ChatEngine:
         if len(boi) != len(images):
             raise ValueError(f"{len(boi)} image placeholders for {len(images)} images")
         token_type_ids = (ids == tok.image_token_id).long()
-        return Encoded(ids, token_type_ids, list(images), boi, prefix_len)
+        return Encoded(ids, token_type_ids, list(images), boi, list(prefix_ids))
 
-    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+    def token_ids(self, messages: list[dict[str, Any]]) -> list[int]:
+        """Token ids of a conversation (images as their soft tokens), without pixel work."""
         processor = self.handle.processor
         text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         text = text.replace(processor.boi_token, processor.full_image_sequence)
-        return len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return processor.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def prefix_length(self, prefix: CharacterPrompt) -> int:
-        return self.count_tokens([prefix_message(prefix)])
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return len(self.token_ids(messages))
+
+    def new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.handle.model.config)
+
+    def cache_report(self) -> dict[str, Any]:
+        """For the model status: KV and pixel cache use."""
+        report = self.kv.report() if self.kv is not None else {}
+        return {**report, "pixel_hits": self.pixels.hits, "pixel_misses": self.pixels.misses} if report else {}
 
     def fit(self, request: ReplyRequest) -> tuple[list[dict[str, Any]], list[PromptImage], int]:
         """Messages that fit the context budget, dropping the oldest turns (never the prefix)."""
@@ -374,7 +396,7 @@ class ChatEngine:
             started = time.perf_counter()
             stats.queued_s = started - queued_at
             messages, images, stats.dropped_turns = self.fit(request)
-            encoded = self.encode(messages, images, self.prefix_length(request.prefix))
+            encoded = self.encode(messages, images, self.token_ids([prefix_message(request.prefix)]))
             stats.prompt_tokens = len(encoded)
             streamer = TokenStreamer(self.handle.tokenizer, stats)
             failure: list[BaseException] = []
@@ -420,7 +442,8 @@ class ChatEngine:
         with torch.no_grad():
             cache, cached, stats.cache = self._starting_cache(encoded, request)
             n = len(encoded)
-            stats.prefilled_tokens = n - cached
+            # A cold start may already have run the prefix (to snapshot it): that work counts too.
+            stats.prefilled_tokens = n if stats.cache == "cold" else n - cached
             self._prefill(encoded, cache, cached, n - 1)
             input_ids = encoded.input_ids.to(device)
             output = model.generate(
@@ -439,9 +462,7 @@ class ChatEngine:
         """A cache and how many prompt tokens it already holds."""
         if self.kv is not None:
             return self.kv.start(self, encoded, request)
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.handle.model.config), 0, "cold"
+        return self.new_cache(), 0, "cold"
 
     def _prefill(self, encoded: Encoded, cache: Any, start: int, end: int) -> None:
         """Run prompt tokens [start, end) into `cache`, encoding only the images inside that span."""

@@ -308,6 +308,10 @@ STRINGS: dict[str, dict[str, str]] = {
     "nav.create": {"en": "Create", "zh": "创建"},
     "nav.library": {"en": "Library", "zh": "角色库"},
     "nav.chat": {"en": "Chat", "zh": "聊天"},
+    "sampler.min_new_tokens": {
+        "en": "The shortest reply must be between 0 and the longest reply; got {value}.",
+        "zh": "最短回复必须在 0 到最长回复之间；当前为 {value}。",
+    },
 }
 
 

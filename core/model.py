@@ -125,15 +125,14 @@ def resolve_source(settings: Settings, progress: Progress) -> Path:
         raise ModelLoadError("offline", source=source) from exc
 
 
-def _quantization_config(quantization: str) -> Any:
-    import torch
+def _quantization_config(quantization: str, dtype: Any) -> Any:
     from transformers import BitsAndBytesConfig
 
     if quantization == "4bit":
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,  # fp16 makes Gemma 3 produce empty output
+            bnb_4bit_compute_dtype=dtype,  # bf16 or fp32: fp16 makes Gemma 3 produce empty output
             llm_int8_skip_modules=KEEP_UNQUANTIZED,
         )
     if quantization == "8bit":
@@ -164,11 +163,12 @@ def load_model(settings: Settings, progress: Progress | None = None) -> ModelHan
         quantization = "none"
         notice = t("model.notice.no_bnb", "en", requested=settings.quantization, reason=problem)
     progress(t("model.phase.load", "en", quantization=quantization, device=device))
+    dtype = getattr(torch, settings.dtype)
     try:
         model = Gemma3ForConditionalGeneration.from_pretrained(
             folder,
-            dtype=torch.bfloat16,
-            quantization_config=_quantization_config(quantization),
+            dtype=dtype,
+            quantization_config=_quantization_config(quantization, dtype),
             device_map=device,
         )
         processor = AutoProcessor.from_pretrained(folder)
@@ -188,7 +188,7 @@ def load_model(settings: Settings, progress: Progress | None = None) -> ModelHan
         processor=processor,
         source=settings.model_id,
         device=device,
-        dtype=torch.bfloat16,
+        dtype=dtype,
         quantization=quantization,
         footprint_bytes=int(model.get_memory_footprint()),
         load_seconds=time.perf_counter() - started,

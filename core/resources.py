@@ -11,6 +11,7 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from core.generation import ChatEngine
+from core.kvcache import MB, KVStore, default_limit_mb
 from core.model import ModelHandle, ModelSlot
 from core.settings import Settings, load_settings
 from storage.db import make_engine, migrate
@@ -33,18 +34,26 @@ def engine() -> Engine:
     return engine_for(settings().database_url)
 
 
-def make_chat_engine(handle: ModelHandle) -> ChatEngine:
-    return ChatEngine(handle)
-
-
 @st.cache_resource(show_spinner=False)
 def _slot(
-    model_id: str, quantization: str, device: str, context_tokens: int, kv_cache_mb: int, _settings: Settings
+    model_id: str,
+    quantization: str,
+    device: str,
+    dtype: str,
+    context_tokens: int,
+    kv_cache_mb: int,
+    _settings: Settings,
 ) -> ModelSlot:
-    return ModelSlot(_settings, make_chat_engine)
+    """One slot per model configuration; the arguments are the cache key."""
+
+    def make_engine(handle: ModelHandle) -> ChatEngine:
+        limit_mb = kv_cache_mb or default_limit_mb(handle.device)
+        return ChatEngine(handle, KVStore(limit_mb * MB))
+
+    return ModelSlot(_settings, make_engine)
 
 
 def model_slot() -> ModelSlot:
     """The model slot for the current settings (one per distinct model configuration)."""
     s = settings()
-    return _slot(s.model_id, s.quantization, s.device, s.context_tokens, s.kv_cache_mb, s)
+    return _slot(s.model_id, s.quantization, s.device, s.dtype, s.context_tokens, s.kv_cache_mb, s)

@@ -136,3 +136,13 @@ def new_app(page: str | None = None, **query: object):
     if page:
         at.switch_page(page).run()
     return at
+
+
+@pytest.fixture(scope="session")
+def tiny_handle_f32(tiny_checkpoint: Path):
+    """The tiny checkpoint in float32: cached and uncached prefill then agree to ~1e-7, so greedy
+    equality tests check the cache logic rather than bf16 rounding of different chunk sizes."""
+    from core.model import load_model
+    from core.settings import Settings
+
+    return load_model(Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu", dtype="float32"))

@@ -1,0 +1,136 @@
+"""KV caches kept between turns, so a reply starts about as fast on turn 10 as on turn 1.
+
+Two kinds of entry share one LRU bounded in bytes:
+- a conversation's cache after its last reply, with the token ids it holds. The next prompt of that
+  conversation normally starts with exactly those ids: only the new tokens are prefilled.
+- a character prefix snapshot (instruction + sheet images, their soft tokens already encoded). Gemma
+  3's sliding-window layers cannot be cropped back, so whenever the exact-prefix test fails
+  (regenerate, an edited message, context trimming, eviction) or a new conversation starts, a copy
+  of the snapshot is the starting point and the vision tower is not run again.
+
+A cache is only ever reused when the new prompt's token ids begin with the ids it holds, so a
+reply with the cache is the reply without it.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.generation import ChatEngine, Encoded, ReplyRequest
+
+MB = 2**20
+
+
+def cache_bytes(cache: Any) -> int:
+    """Memory held by a transformers cache's key/value tensors."""
+    total = 0
+    for layer in getattr(cache, "layers", []):
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name, None)
+            if tensor is not None and hasattr(tensor, "nbytes"):
+                total += int(tensor.nbytes)
+    return total
+
+
+def default_limit_mb(device: str) -> int:
+    return 4096 if device == "cuda" else 1024
+
+
+@dataclass
+class _Entry:
+    ids: list[int]
+    cache: Any
+    nbytes: int
+
+
+class KVStore:
+    """Conversation caches and character-prefix snapshots in one byte-bounded LRU."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.prefix_hits = self.misses = self.evictions = 0
+
+    # -- what the engine calls ------------------------------------------------------------------
+    def start(self, engine: ChatEngine, encoded: Encoded, request: ReplyRequest) -> tuple[Any, int, str]:
+        """A cache to continue from, how many prompt tokens it holds, and where it came from."""
+        ids = encoded.ids
+        usable = len(ids) - 1  # generate() always feeds the last prompt token itself
+        if request.conversation_key:
+            entry = self._take(request.conversation_key)  # in use now; `remember` puts it back
+            if entry and len(entry.ids) <= usable and ids[: len(entry.ids)] == entry.ids:
+                self._count("hits")
+                return entry.cache, len(entry.ids), "conversation"
+        prefix_key = "prefix:" + request.prefix.key
+        snapshot = self._peek(prefix_key)
+        if snapshot and len(snapshot.ids) <= usable and ids[: len(snapshot.ids)] == snapshot.ids:
+            self._count("prefix_hits")
+            return copy.deepcopy(snapshot.cache), len(snapshot.ids), "prefix"
+        self._count("misses")
+        cache = engine.new_cache()
+        end = encoded.prefix_len - 1  # the prefix up to (not including) its last token
+        if 0 < end <= usable and ids[:end] == encoded.prefix_ids[:end]:
+            engine._prefill(encoded, cache, 0, end)
+            self._put(prefix_key, _Entry(ids[:end], copy.deepcopy(cache), cache_bytes(cache)))
+            return cache, end, "cold"
+        return cache, 0, "cold"
+
+    def remember(self, conversation_key: str | None, ids: list[int], cache: Any) -> None:
+        """Keep a conversation's cache after a reply (ids: everything the cache holds)."""
+        if conversation_key:
+            self._put(conversation_key, _Entry(ids, cache, cache_bytes(cache)))
+
+    def forget(self, conversation_key: str) -> None:
+        self._take(conversation_key)
+
+    # -- reporting ------------------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        with self._lock:
+            used = sum(e.nbytes for e in self._entries.values())
+            return {
+                "entries": len(self._entries),
+                "hits": self.hits,
+                "prefix_hits": self.prefix_hits,
+                "misses": self.misses,
+                "evictions": self.evictions,
+                "bytes": used,
+                "megabytes": f"{used / MB:.1f}",
+                "limit_mb": f"{self.limit_bytes / MB:.0f}",
+            }
+
+    # -- the LRU --------------------------------------------------------------------------------
+    def _put(self, key: str, entry: _Entry) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+            if entry.nbytes > self.limit_bytes:
+                self.evictions += 1
+                return
+            self._entries[key] = entry
+            while sum(e.nbytes for e in self._entries.values()) > self.limit_bytes:
+                self._entries.popitem(last=False)
+                self.evictions += 1
+
+    def _take(self, key: str) -> _Entry | None:
+        with self._lock:
+            return self._entries.pop(key, None)
+
+    def _peek(self, key: str) -> _Entry | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._entries
