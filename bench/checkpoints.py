@@ -183,7 +183,7 @@ def _gguf_path() -> Path:
     cache.mkdir(exist_ok=True)
     target = cache / "gemma-3-270m-q4_k_m.gguf"
     if not target.exists():
-        pkg.assemble(str(cache))
+        pkg.assemble(target)
     return target
 
 
@@ -208,7 +208,10 @@ def build_realistic(folder: Path, seed: int = 0) -> Path:
     if tok.image_token_id is None or tok.image_token_id == tok.unk_token_id:
         tok.add_special_tokens({"extra_special_tokens": MM_TOKENS}, replace_extra_special_tokens=False)
     text = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    text.hf_quantizer = None  # the weights are dense now; the saved config must not claim GGUF
     tc = text.config
+    if hasattr(tc, "quantization_config"):
+        del tc.quantization_config
     tc.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>")]
     vc = SiglipVisionConfig(
         hidden_size=1152,

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from core import model_thread
 from core.i18n import t
 from core.model import ModelHandle
 from core.prompts import CharacterPrompt, PromptImage, Turn, build_messages, prefix_message
@@ -408,8 +409,7 @@ class ChatEngine:
                     failure.append(exc)
                     streamer.end()
 
-            worker = threading.Thread(target=work, name="refsheet-generate", daemon=True)
-            worker.start()
+            done = model_thread.submit(work)  # all torch work on the one model thread
             drained = False
             try:
                 for chunk in streamer:
@@ -419,7 +419,7 @@ class ChatEngine:
             finally:
                 if not drained:
                     stop.set()  # the consumer went away (a rerun, a closed tab): free the model now
-                worker.join()
+                done.result()
                 finished = time.perf_counter()
                 stats.stopped = stop.is_set()
                 stats.total_s = finished - started

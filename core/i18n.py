@@ -154,7 +154,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "Upload a character's reference sheet and chat with that character.  \n"
         "A local Gemma 3 model looks at the picture and your notes, then talks to you in character, in the "
         "language you choose.",
-        "zh": "上传角色设定图，与这个角色聊天。  \n本地运行的 Gemma 3 模型会看图、读你的备注，然后以角色身份、用你选择的语言和你对话。",
+        "zh": "上传角色设定图，与这个角色聊天。  \n"
+        "本地运行的 Gemma 3 模型会看图、读你的备注，然后以角色身份、用你选择的语言和你对话。",
     },
     "home.first.title": {"en": "Create your first character", "zh": "创建你的第一个角色"},
     "home.first.steps": {
@@ -312,6 +313,30 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "The shortest reply must be between 0 and the longest reply; got {value}.",
         "zh": "最短回复必须在 0 到最长回复之间；当前为 {value}。",
     },
+    # Character cards.
+    "card.not_card": {
+        "en": "“{name}” is not a character card. Import a Tavern card: a PNG with card data, or its .json file.",
+        "zh": "“{name}” 不是角色卡。请导入 Tavern 角色卡：带角色数据的 PNG 或其 .json 文件。",
+    },
+    "card.no_card": {
+        "en": "“{name}” is a picture without character card data. Upload it as a reference sheet instead.",
+        "zh": "“{name}” 是一张没有角色卡数据的图片。请把它作为设定图上传。",
+    },
+    "card.unreadable": {
+        "en": "The character card in “{name}” is damaged and cannot be read.",
+        "zh": "“{name}” 中的角色卡已损坏，无法读取。",
+    },
+    "create.import_card": {
+        "en": "Import a character card (optional: SillyTavern PNG or JSON)",
+        "zh": "导入角色卡（可选：SillyTavern 的 PNG 或 JSON）",
+    },
+    "create.card_loaded": {
+        "en": "Card “{name}” loaded: its fields fill the form below, and its picture is the main sheet unless you "
+        "upload one.",
+        "zh": "已载入角色卡 “{name}”：表单已按卡片填写；若不另传设定图，卡片图片即为主设定图。",
+    },
+    "create.card_picture": {"en": "Card picture", "zh": "角色卡图片"},
+    "library.export_card": {"en": "Export character card (PNG)", "zh": "导出角色卡（PNG）"},
 }
 
 

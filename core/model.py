@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import model_thread
 from core.i18n import t
 from core.settings import Settings
 
@@ -244,6 +245,25 @@ class ModelSlot:
             "ready", h.source, h.quantization, h.device, h.footprint_bytes, h.load_seconds, notice=h.notice, extra=extra
         )
 
+    def _load(self, progress: Progress | None) -> ModelHandle:
+        """Load on the model thread; relay its progress to the caller's thread (where the UI is)."""
+
+        def note(message: str) -> None:
+            self._phase = message
+
+        future = model_thread.submit(self._loader, self.settings, note)
+        shown = ""
+        while True:
+            try:
+                handle = future.result(timeout=0.2)
+            except TimeoutError:
+                handle = None
+            if progress and self._phase and self._phase != shown:
+                shown = self._phase
+                progress(shown)
+            if handle is not None:
+                return handle
+
     def engine(self, progress: Progress | None = None) -> Any:
         """The engine, loading the model first if needed (others arriving meanwhile wait for it)."""
         if self._engine is not None:
@@ -252,14 +272,9 @@ class ModelSlot:
             if self._engine is not None:
                 return self._engine
 
-            def report(message: str) -> None:
-                self._phase = message
-                if progress:
-                    progress(message)
-
             self._state, self._error = "loading", None
             try:
-                self._engine = self._factory(self._loader(self.settings, report))
+                self._engine = self._factory(self._load(progress))
             except ModelLoadError as exc:
                 self._state, self._error = "failed", exc
                 raise

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.cards import CardError, profile_from_card, read_card
 from core.prompts import DEFAULT_LANGUAGE, REPLY_LANGUAGES
 from core.resources import engine, settings
 from core.sheets import UPLOAD_EXTENSIONS, ImageRejected, PreparedImage, prepare_image
@@ -53,7 +54,33 @@ extra_files = st.file_uploader(
     key=f"extra_{form}",
 )
 
+# A SillyTavern card is an optional shortcut: it fills the form and its picture can be the sheet.
+with st.expander(tr("create.import_card"), icon=":material/badge:"):
+    card_file = st.file_uploader(tr("create.import_card"), type=["png", "json"], key=f"card_{form}",
+                                 label_visibility="collapsed")  # fmt: skip
+card_profile: dict = {}
+card_sheet: list[PreparedImage] = []
+if card_file is not None:
+    try:
+        card = read_card(card_file.getvalue(), card_file.name)
+    except CardError as exc:
+        st.error(exc.message(lang()), icon=":material/badge:")
+    else:
+        card_profile = profile_from_card(card)
+        if st.session_state.get(f"card_applied_{form}") != card_file.file_id:  # fill the form once per card
+            st.session_state[f"card_applied_{form}"] = card_file.file_id
+            for field in ("name", "notes", "first_mes", "personality", "scenario"):
+                st.session_state[f"{field}_{form}"] = card_profile.get(field, "")
+            if card_profile.get("language") in REPLY_LANGUAGES:
+                st.session_state[f"language_{form}"] = card_profile["language"]
+        st.success(tr("create.card_loaded", name=card_profile["name"]), icon=":material/badge:")
+        if card.image:
+            card_sheet, card_errors = checked([card_file])
+            for message in card_errors:
+                st.error(message, icon=":material/broken_image:")
+
 main_images, errors = checked([main_file] if main_file else [])
+main_images = main_images or ([] if main_file else card_sheet)
 extra_images, extra_errors = checked(extra_files or [])
 errors += extra_errors
 for message in errors:
@@ -62,6 +89,8 @@ if main_images or extra_images:
     previews = st.columns(6)
     for i, image in enumerate(main_images + extra_images):
         caption = tr("create.main_caption") if i == 0 and main_images else image.original_name
+        if image in card_sheet:
+            caption = f"{caption} · {tr('create.card_picture')}"
         previews[i % 6].image(image.thumbnail, caption=caption)
 
 name = st.text_input(tr("create.name"), placeholder=tr("create.name_placeholder"), key=f"name_{form}")
@@ -73,26 +102,21 @@ language = st.selectbox(
     key=f"language_{form}",
 )
 with st.expander(tr("create.more")):
-    greeting = st.text_area(tr("field.first_mes"), help=tr("create.greeting_help"), key=f"greeting_{form}")
+    greeting = st.text_area(tr("field.first_mes"), help=tr("create.greeting_help"), key=f"first_mes_{form}")
     personality = st.text_area(tr("field.personality"), key=f"personality_{form}")
     scenario = st.text_area(tr("field.scenario"), key=f"scenario_{form}")
 
 if st.button(tr("create.submit"), type="primary", icon=":material/person_add:"):
-    if not main_file:
+    if not main_images and not errors:
         st.error(tr("create.need_main"), icon=":material/image:")
     elif errors:
         st.error(tr("create.fix_uploads"), icon=":material/error:")
     else:
         with session_scope(engine()) as session:
-            character = chars.create_character(
-                session,
-                main_images + extra_images,
-                name=name.strip(),
-                notes=notes.strip(),
-                language=language,
-                first_mes=greeting.strip(),
-                personality=personality.strip(),
-                scenario=scenario.strip(),
-            )
+            form_fields = {"name": name.strip(), "notes": notes.strip(), "language": language,
+                           "first_mes": greeting.strip(), "personality": personality.strip(),
+                           "scenario": scenario.strip()}  # fmt: skip
+            # Every field of an imported card is kept; what the form shows wins.
+            character = chars.create_character(session, main_images + extra_images, **{**card_profile, **form_fields})
             st.session_state.created_character = {"id": character.id, "name": character.name or tr("common.unnamed")}
         st.rerun()

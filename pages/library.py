@@ -3,6 +3,7 @@
 import streamlit as st
 from sqlmodel import Session
 
+from core.cards import write_card_png
 from core.prompts import REPLY_LANGUAGES
 from core.resources import engine, settings
 from core.sheets import UPLOAD_EXTENSIONS, ImageRejected, prepare_image
@@ -99,6 +100,13 @@ def editor(character_id: int) -> None:
                 )
             st.toast(tr("library.saved"), icon=":material/save:")
             st.rerun()
+
+    if images:
+        with Session(db) as session:
+            sheet = chars.get_images(session, character_id)[0]
+        st.download_button(tr("library.export_card"), data=write_card_png(character, sheet.data),
+                           file_name=f"{character.name or 'character'}.png", mime="image/png",
+                           icon=":material/download:")  # fmt: skip
 
     st.subheader(tr("library.images"))
     cols = st.columns(4)

@@ -39,13 +39,13 @@ def seed_character(db, png: bytes, name: str = "Seraphina", notes: str = "Guardi
 # -- Create -----------------------------------------------------------------------------------------
 def test_create_rejects_bad_uploads_and_stores_nothing(app_env, app_db, neutral_png: bytes) -> None:
     at = new_app("pages/create.py")
-    at.file_uploader[0].set_value(("notes.png", b"this is not a picture", "image/png")).run()
+    at.file_uploader(key="main_0").set_value(("notes.png", b"this is not a picture", "image/png")).run()
     assert any("is not an image" in e.value for e in at.error)
     button(at, "Create character").click().run()
     assert any("nothing was saved" in e.value for e in at.error)
 
-    at.file_uploader[0].set_value(("sheet.png", neutral_png, "image/png"))
-    at.file_uploader[1].set_value([("broken.png", neutral_png[:4000], "image/png")]).run()
+    at.file_uploader(key="main_0").set_value(("sheet.png", neutral_png, "image/png"))
+    at.file_uploader(key="extra_0").set_value([("broken.png", neutral_png[:4000], "image/png")]).run()
     assert any("damaged or incomplete" in e.value and "broken.png" in e.value for e in at.error)
     button(at, "Create character").click().run()
     with Session(app_db) as s:
@@ -61,8 +61,8 @@ def test_create_needs_a_main_sheet(app_env) -> None:
 
 def test_create_stores_the_character_and_offers_chat(app_env, app_db, neutral_png, joy_png) -> None:
     at = new_app("pages/create.py")
-    at.file_uploader[0].set_value(("seraphina_neutral.png", neutral_png, "image/png"))
-    at.file_uploader[1].set_value([("seraphina_joy.png", joy_png, "image/png")]).run()
+    at.file_uploader(key="main_0").set_value(("seraphina_neutral.png", neutral_png, "image/png"))
+    at.file_uploader(key="extra_0").set_value([("seraphina_joy.png", joy_png, "image/png")]).run()
     assert not at.error
     assert len(at.get("image")) == 2  # previews of both images
     at.text_input[0].set_value("Seraphina")
@@ -261,3 +261,17 @@ def test_first_time_user_without_a_model_is_told_what_to_do(app_env, app_db, neu
         texts = [m.text for m in convs.list_messages(s, int(at.query_params["conversation"]))]
     assert texts == ["Hello.", "Are you there?"]
     assert any(b.label == "Try loading the model again" for b in at.button)
+
+
+def test_import_a_tavern_card_on_the_create_page(app_env, app_db, shared) -> None:
+    card = (shared / "cards" / "default_Seraphina.png").read_bytes()
+    at = new_app("pages/create.py")
+    at.file_uploader(key="card_0").set_value(("default_Seraphina.png", card, "image/png")).run()
+    assert any("Card “Seraphina” loaded" in s.value for s in at.success)
+    assert at.text_input(key="name_0").value == "Seraphina"
+    assert at.text_area(key="first_mes_0").value.startswith("*You wake with a start")
+    button(at, "Create character").click().run()
+    with Session(app_db) as s:
+        (character,) = s.exec(select(Character)).all()
+        assert character.creator == "OtisAlejandro" and character.character_book["entries"]
+        assert chars.get_images(s, character.id)[0].width == 400  # the card picture became the main sheet

@@ -175,9 +175,8 @@ def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -
 
         page.get_by_role("link", name="Create a character").first.click()
         expect(page.get_by_role("heading", name="Create a character")).to_be_visible(timeout=30_000)
-        page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(
-            str(shared / "images" / "seraphina_neutral.png")
-        )
+        main_sheet = page.get_by_role("region", name="Main reference sheet (required)")
+        main_sheet.locator('input[type="file"]').set_input_files(str(shared / "images" / "seraphina_neutral.png"))
         expect(page.locator('[data-testid="stImage"]').first).to_be_visible(timeout=30_000)
         page.get_by_label("Name").fill("Seraphina")
         page.get_by_label("Notes").fill("Guardian of the forest glade.")

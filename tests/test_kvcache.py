@@ -71,8 +71,8 @@ def test_ten_turns_hit_the_conversation_cache_and_match(cached, plain, prefix) -
 def test_regenerate_restarts_from_the_prefix_snapshot(cached, plain, prefix) -> None:
     greeting, _ = reply(cached, prefix, [])
     history = [Turn("assistant", greeting), Turn("user", "Who are you?")]
-    first, _ = reply(cached, prefix, history)
-    # Regenerate: the same history again, while the cache now also holds `first`.
+    reply(cached, prefix, history)
+    # Regenerate: the same history again, while the cache now also holds the first answer.
     again, stats = reply(cached, prefix, history, SamplerSettings(temperature=0, max_new_tokens=12))
     assert stats.cache == "prefix"
     assert again == reply(plain, prefix, history, SamplerSettings(temperature=0, max_new_tokens=12))[0]
