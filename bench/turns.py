@@ -22,6 +22,7 @@ import hashlib
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -35,10 +36,11 @@ from PIL import Image
 
 from bench.checkpoints import build_realistic, build_tiny
 from core import chat, model_thread
-from core.generation import ChatEngine, ReplyRequest, SamplerSettings
+from core.generation import ChatEngine, ReplyRequest
 from core.kvcache import MB, KVStore
 from core.model import load_model
 from core.prompts import Profile, PromptImage, Turn, build_messages, character_prompt
+from core.sampling import SamplerSettings
 from core.settings import Settings
 from core.sheets import decode, prepare_image
 
@@ -120,6 +122,12 @@ def _png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def progress(loop: str, row: dict) -> None:
+    """One line per turn on stderr, so a long run shows it is alive (the tables go to stdout)."""
+    print(f"{loop:>8} turn {row['turn']:>2}: first token {row['ttft_s']:.3f} s, {row['prefilled']} tokens prefilled, "
+          f"{row['total_s']:.2f} s", file=sys.stderr, flush=True)  # fmt: skip
+
+
 def run_ours(engine: ChatEngine, prefix, sampler: SamplerSettings) -> tuple[list[dict], list[Turn]]:
     history = [Turn("assistant", GREETING)]
     rows = []
@@ -133,6 +141,7 @@ def run_ours(engine: ChatEngine, prefix, sampler: SamplerSettings) -> tuple[list
         rows.append({"turn": i, "ttft_s": s.ttft_s, "prefilled": s.prefilled_tokens, "prompt": s.prompt_tokens,
                      "total_s": time.perf_counter() - started, "new_tokens": s.new_tokens, "cache": s.cache,
                      "peak_rss_mb": rss.peak / MB})  # fmt: skip
+        progress("ours", rows[-1])
         history.append(Turn("assistant", text))
     return rows, history
 
@@ -158,6 +167,7 @@ def run_upstream(handle, prefix, history: list[Turn], sampler: SamplerSettings) 
         rows.append({"turn": i, "ttft_s": timer.times[0] - started, "prefilled": n, "prompt": n,
                      "total_s": time.perf_counter() - started, "new_tokens": out.shape[1] - n,
                      "peak_rss_mb": rss.peak / MB})  # fmt: skip
+        progress("upstream", rows[-1])
         replies.append(processor.tokenizer.decode(out[0, n:], skip_special_tokens=True))
     return rows, replies
 
@@ -243,6 +253,10 @@ def footprints(folder: Path, device: str, dtype: str, prefix, history: list[Turn
     return rows
 
 
+def _mb(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.2f}"  # the tiny model weighs under a megabyte
+
+
 def markdown(result: dict) -> str:
     out = [f"### {result['model']} on {result['hardware']}", "",
            f"10-turn conversation, one {result['sheet_px']}×{result['sheet_px']} sheet, greedy, "
@@ -266,7 +280,7 @@ def markdown(result: dict) -> str:
     if result.get("footprints"):
         out += ["| weights | footprint MB | load s | warm TTFT s | decode tokens/s |", "|---|---:|---:|---:|---:|"]
         out += [
-            f"| {f['quantization']} | {f['footprint_mb']:.0f} | {f['load_s']:.1f} | {f['ttft_s']:.3f} "
+            f"| {f['quantization']} | {_mb(f['footprint_mb'])} | {f['load_s']:.1f} | {f['ttft_s']:.3f} "
             f"| {f['tokens_per_s']:.1f} |"
             for f in result["footprints"]
         ]

@@ -14,8 +14,10 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from core.generation import GenerationStats, InvalidSampler, ReplyRequest, ReplyStream, SamplerSettings
+from core.generation import ReplyRequest
 from core.prompts import CharacterPrompt, Profile, PromptImage, Turn, character_prompt, fill_placeholders
+from core.sampling import InvalidSampler, SamplerSettings
+from core.streaming import GenerationStats, ReplyStream
 from storage import characters as chars
 from storage import conversations as convs
 from storage.db import session_scope

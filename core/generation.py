@@ -2,38 +2,29 @@
 
 The path of one reply: `ReplyRequest` (character prefix + history + sampler) → fit the history to
 the context budget → encode (chat template, image soft tokens, pixel values cached by sha256) →
-prefill the prompt into a KV cache → `model.generate` streams the rest through a streamer.
+prefill the prompt into a KV cache → `model.generate` streams the rest through a streamer
+(`core.streaming`), with sampler settings from `core.sampling`.
 Prefill and generate are split so a warm cache can skip what it already holds: `core.kvcache`
 supplies that cache; without it every turn starts cold, as the upstream demo does.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from core import model_thread
 from core.i18n import t
 from core.model import ModelHandle
 from core.prompts import CharacterPrompt, PromptImage, Turn, build_messages, prefix_message
+from core.sampling import SamplerSettings
 from core.sheets import decode
-
-
-class InvalidSampler(ValueError):
-    """Sampler settings out of range; `problems` holds (i18n key, params) pairs."""
-
-    def __init__(self, problems: list[tuple[str, dict[str, Any]]]) -> None:
-        self.problems = problems
-        super().__init__(" ".join(self.messages("en")))
-
-    def messages(self, lang: str = "en") -> list[str]:
-        return [t(key, lang, **params) for key, params in self.problems]
+from core.streaming import GenerationStats, ReplyStream, TokenStreamer, stop_criterion
 
 
 class ContextOverflow(ValueError):
@@ -47,80 +38,6 @@ class ContextOverflow(ValueError):
 
 class Cancelled(Exception):
     """The request was stopped while it waited in the queue."""
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """How replies are sampled. Gemma 3's recommended defaults; temperature 0 means greedy."""
-
-    temperature: float = 1.0
-    top_p: float = 0.95
-    top_k: int = 64
-    max_new_tokens: int = 512
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-    min_new_tokens: int = 0  # not in the UI: benchmarks use it to force equal lengths
-
-    def __post_init__(self) -> None:
-        problems: list[tuple[str, dict[str, Any]]] = []
-        if not 0 <= self.temperature <= 2:
-            problems.append(("sampler.temperature", {"value": self.temperature}))
-        if not 0 < self.top_p <= 1:
-            problems.append(("sampler.top_p", {"value": self.top_p}))
-        if self.top_k < 0:
-            problems.append(("sampler.top_k", {"value": self.top_k}))
-        if not 1 <= self.max_new_tokens <= 4096:
-            problems.append(("sampler.max_new_tokens", {"value": self.max_new_tokens}))
-        if not 1 <= self.repetition_penalty <= 2:
-            problems.append(("sampler.repetition_penalty", {"value": self.repetition_penalty}))
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            problems.append(("sampler.min_new_tokens", {"value": self.min_new_tokens}))
-        if self.seed is not None and self.seed < 0:
-            problems.append(("sampler.seed", {"value": self.seed}))
-        if problems:
-            raise InvalidSampler(problems)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> SamplerSettings:
-        """From stored JSON: unknown keys are ignored, missing ones take defaults."""
-        known = {k: v for k, v in (values or {}).items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": not self.greedy}
-        if not self.greedy:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
-        else:  # the checkpoint's generation_config may carry sampling values; greedy ignores them
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if self.repetition_penalty != 1.0:
-            kwargs["repetition_penalty"] = self.repetition_penalty
-        if self.min_new_tokens:
-            kwargs["min_new_tokens"] = self.min_new_tokens
-        return kwargs
-
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    prefilled_tokens: int = 0  # prompt tokens actually computed (the rest came from a cache)
-    new_tokens: int = 0
-    queued_s: float = 0.0
-    ttft_s: float = 0.0  # request start (after the queue) to the first new token
-    total_s: float = 0.0
-    tokens_per_s: float = 0.0  # decoding speed after the first token
-    dropped_turns: int = 0
-    stopped: bool = False
-    cache: str = "cold"  # "conversation" | "prefix" | "cold"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -229,85 +146,6 @@ class PixelCache:
             while len(self._items) > self._max:
                 self._items.popitem(last=False)
         return pixels
-
-
-class TokenStreamer:
-    """Streams text as each token is decoded (not word by word), for `model.generate(streamer=…)`.
-
-    It re-decodes the tokens since the last newline and emits what is new, holding back only an
-    incomplete multi-byte character, so the concatenated chunks equal the decoded reply. It also
-    notes when the first new token arrived and keeps `stats.new_tokens` current while streaming.
-    """
-
-    _DONE = object()
-
-    def __init__(self, tokenizer: Any, stats: GenerationStats) -> None:
-        self._tokenizer, self._stats = tokenizer, stats
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._prompt_seen = False
-        self._tokens: list[int] = []
-        self._printed = 0
-        self.first_token_at: float | None = None
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:  # generate() first hands over the prompt
-            self._prompt_seen = True
-            return
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        ids = value.reshape(-1).tolist()
-        self._stats.new_tokens += len(ids)
-        self._tokens.extend(ids)
-        text = self._tokenizer.decode(self._tokens, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            return  # half of a multi-byte character: wait for the rest
-        self._emit(text[self._printed :])
-        if text.endswith("\n"):
-            self._tokens, self._printed = [], 0
-        else:
-            self._printed = len(text)
-
-    def end(self) -> None:
-        if self._tokens:
-            text = self._tokenizer.decode(self._tokens, skip_special_tokens=True)
-            self._emit(text[self._printed :])
-            self._tokens, self._printed = [], 0
-        self._queue.put(self._DONE)
-
-    def _emit(self, text: str) -> None:
-        if text:
-            self._queue.put(text)
-
-    def __iter__(self) -> Iterator[str]:
-        while (item := self._queue.get()) is not self._DONE:
-            yield item
-
-
-class _StopOnEvent:
-    """Ends generation at the next decoding step once the event is set."""
-
-    def __new__(cls, event: threading.Event) -> Any:
-        import torch
-        from transformers import StoppingCriteria
-
-        class StopOnEvent(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-        return StopOnEvent()
-
-
-class ReplyStream:
-    """Iterate for text chunks; `stats` is complete once iteration ends."""
-
-    def __init__(self, chunks: Iterator[str], stats: GenerationStats) -> None:
-        self._chunks, self.stats = chunks, stats
-
-    def __iter__(self) -> Iterator[str]:
-        return self._chunks
-
-    def close(self) -> None:
-        self._chunks.close()  # type: ignore[attr-defined]
 
 
 class ChatEngine:
@@ -451,7 +289,7 @@ class ChatEngine:
                 attention_mask=torch.ones_like(input_ids),
                 cache=cache,
                 streamer=streamer,
-                stopping_criteria=[_StopOnEvent(stop)],
+                stopping_criteria=[stop_criterion(stop)],
                 pad_token_id=self.handle.tokenizer.pad_token_id,
                 **request.sampler.generate_kwargs(),
             )

@@ -223,8 +223,9 @@ STRINGS: dict[str, dict[str, str]] = {
     "library.empty": {"en": "No characters yet.", "zh": "还没有角色。"},
     "library.none_found": {"en": "No character matches that search.", "zh": "没有符合搜索条件的角色。"},
     "library.card_meta": {
-        "en": "{language} · {conversations} conversation(s) · {when} UTC",
-        "zh": "{language} · {conversations} 个对话 · {when} UTC",
+        "en": "{language} · {count} conversations · {when} UTC",
+        "en_one": "{language} · 1 conversation · {when} UTC",
+        "zh": "{language} · {count} 个对话 · {when} UTC",
     },
     "library.chat": {"en": "Chat", "zh": "聊天"},
     "library.edit": {"en": "Edit", "zh": "编辑"},
@@ -232,8 +233,9 @@ STRINGS: dict[str, dict[str, str]] = {
     "library.copy_suffix": {"en": " (copy)", "zh": "（副本）"},
     "library.delete_title": {"en": "Delete this character?", "zh": "删除这个角色？"},
     "library.delete_body": {
-        "en": "“{name}” will be deleted with its images and {conversations} conversation(s). This cannot be undone.",
-        "zh": "“{name}” 及其图片和 {conversations} 个对话都将被删除，且无法恢复。",
+        "en": "“{name}” will be deleted with its images and {count} conversations. This cannot be undone.",
+        "en_one": "“{name}” will be deleted with its images and its conversation. This cannot be undone.",
+        "zh": "“{name}” 及其图片和 {count} 个对话都将被删除，且无法恢复。",
     },
     "library.deleted": {"en": "Deleted {name}.", "zh": "已删除 {name}。"},
     "library.back": {"en": "Back to the library", "zh": "返回角色库"},
@@ -341,11 +343,16 @@ STRINGS: dict[str, dict[str, str]] = {
 
 
 def t(key: str, lang: str = "en", **params: object) -> str:
-    """The string `key` in `lang` (English if missing there), formatted with `params`."""
+    """The string `key` in `lang` (English if missing there), formatted with `params`.
+
+    With `count=1`, a `<lang>_one` form is used where the language has one ("1 conversation")."""
     entry = STRINGS.get(key)
     if entry is None:
         return key
-    text = entry.get(lang) or entry["en"]
+    lang = lang if lang in entry else "en"
+    text = entry[lang]
+    if params.get("count") == 1:
+        text = entry.get(f"{lang}_one", text)
     return text.format(**params) if params else text
 
 

@@ -9,6 +9,7 @@ can show without loading anything.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -124,6 +125,26 @@ def resolve_source(settings: Settings, progress: Progress) -> Path:
         raise ModelLoadError("offline", source=source) from exc
     except OSError as exc:  # no network at all
         raise ModelLoadError("offline", source=source) from exc
+
+
+class _SayOnce(logging.Filter):
+    """bitsandbytes logs its 8-bit cast notice on every matmul (thousands a reply): keep the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
+_BNB_MATMUL_LOG = logging.getLogger("bitsandbytes.autograd._functions")
+if not any(isinstance(f, _SayOnce) for f in _BNB_MATMUL_LOG.filters):
+    _BNB_MATMUL_LOG.addFilter(_SayOnce())
 
 
 def _quantization_config(quantization: str, dtype: Any) -> Any:

@@ -4,9 +4,9 @@ import streamlit as st
 from sqlmodel import Session
 
 from core import chat
-from core.generation import InvalidSampler, SamplerSettings
 from core.model import ModelLoadError
 from core.resources import engine, model_slot, settings
+from core.sampling import InvalidSampler, SamplerSettings
 from core.sheets import UPLOAD_EXTENSIONS, ImageRejected, prepare_image
 from core.streamlit_ui import image_limits, lang, language_switch, model_status, through_router, tr
 from storage import characters as chars

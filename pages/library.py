@@ -29,7 +29,7 @@ def forget_delete() -> None:
 
 @st.dialog(tr("library.delete_title"), on_dismiss=forget_delete)
 def confirm_delete(character_id: int, name: str, conversations: int) -> None:
-    st.write(tr("library.delete_body", name=name, conversations=conversations))
+    st.write(tr("library.delete_body", name=name, count=conversations))
     yes, no = st.columns(2)
     if yes.button(tr("common.delete"), type="primary", icon=":material/delete:", key="confirm_delete_yes"):
         with session_scope(db) as session:
@@ -168,22 +168,24 @@ for i, summary in enumerate(summaries):
             tr(
                 "library.card_meta",
                 language=summary.language,
-                conversations=summary.conversation_count,
+                count=summary.conversation_count,
                 when=summary.last_activity.strftime("%Y-%m-%d %H:%M"),
             )
         )
         st.page_link(
             "pages/chat.py", label=tr("library.chat"), icon=":material/forum:", query_params={"character": summary.id}
         )
-        edit, copy, delete = st.columns(3)
-        if edit.button(tr("library.edit"), key=f"edit_{summary.id}", icon=":material/edit:"):
+        actions = st.container(horizontal=True, gap="small")  # buttons keep their labels and wrap if narrow
+        if actions.button(tr("library.edit"), key=f"edit_{summary.id}", icon=":material/edit:", type="tertiary"):
             st.session_state.editing = summary.id
             st.rerun()
-        if copy.button(tr("library.duplicate"), key=f"dup_{summary.id}", icon=":material/content_copy:"):
+        if actions.button(
+            tr("library.duplicate"), key=f"dup_{summary.id}", icon=":material/content_copy:", type="tertiary"
+        ):
             with session_scope(db) as session:
                 chars.duplicate_character(session, summary.id, tr("library.copy_suffix"))
             st.rerun()
-        if delete.button(tr("common.delete"), key=f"del_{summary.id}", icon=":material/delete:"):
+        if actions.button(tr("common.delete"), key=f"del_{summary.id}", icon=":material/delete:", type="tertiary"):
             st.session_state.confirm_delete = {
                 "character_id": summary.id,
                 "name": summary.name,

@@ -15,6 +15,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, delete, select
 
 from core.sheets import ImageLimits, PreparedImage, prepare_image
+from storage.db import require, touch
 from storage.tables import Character, Conversation, SheetImage, utcnow
 
 PROFILE_FIELDS: tuple[str, ...] = (
@@ -251,14 +252,8 @@ def set_main_image(session: Session, character_id: int, image_id: int) -> None:
 
 
 def _require(session: Session, character_id: int) -> Character:
-    character = session.get(Character, character_id)
-    if character is None:
-        raise StorageError(f"Character {character_id} no longer exists.")
-    return character
+    return require(session, Character, character_id, StorageError(f"Character {character_id} no longer exists."))
 
 
 def _touch(session: Session, character_id: int) -> None:
-    character = session.get(Character, character_id)
-    if character is not None:
-        character.updated_at = utcnow()
-        session.add(character)
+    touch(session, Character, character_id)

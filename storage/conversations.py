@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, func, select, update
 
 from core.sheets import PreparedImage
+from storage.db import require, touch
 from storage.tables import Attachment, Conversation, Message, MessageStatus, Role, utcnow
 
 APPEND_RETRIES = 5
@@ -231,14 +232,9 @@ def get_attachments(session: Session, attachment_ids: Sequence[int]) -> list[Att
 
 
 def _require(session: Session, conversation_id: int) -> Conversation:
-    conversation = session.get(Conversation, conversation_id)
-    if conversation is None:
-        raise ConversationGone(f"Conversation {conversation_id} no longer exists.")
-    return conversation
+    gone = ConversationGone(f"Conversation {conversation_id} no longer exists.")
+    return require(session, Conversation, conversation_id, gone)
 
 
 def _touch(session: Session, conversation_id: int) -> None:
-    conversation = session.get(Conversation, conversation_id)
-    if conversation is not None:
-        conversation.updated_at = utcnow()
-        session.add(conversation)
+    touch(session, Conversation, conversation_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -18,7 +19,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
+from storage.tables import utcnow
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+Row = TypeVar("Row")
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -81,3 +85,19 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def require(session: Session, table: type[Row], row_id: int, gone: Exception) -> Row:
+    """The row, or raise `gone`: another tab may have deleted it since this page was drawn."""
+    row = session.get(table, row_id)
+    if row is None:
+        raise gone
+    return row
+
+
+def touch(session: Session, table: type[Any], row_id: int) -> None:
+    """Mark a row as just used (lists sort by `updated_at`)."""
+    row = session.get(table, row_id)
+    if row is not None:
+        row.updated_at = utcnow()
+        session.add(row)

@@ -61,7 +61,20 @@ class Character(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, index=True)
 
 
-class SheetImage(SQLModel, table=True):
+class StoredImage(SQLModel):
+    """What every stored picture carries: normalized by `core.sheets.prepare_image`, with a thumbnail."""
+
+    original_name: str = ""
+    mime_type: str = "image/png"
+    width: int
+    height: int
+    sha256: str = Field(index=True)
+    data: bytes = Field(sa_type=LargeBinary, nullable=False)
+    thumbnail: bytes = Field(sa_type=LargeBinary, nullable=False)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SheetImage(StoredImage, table=True):
     """A reference image of a character; position 0 is the main sheet."""
 
     __table_args__ = (UniqueConstraint("character_id", "position"),)
@@ -69,14 +82,6 @@ class SheetImage(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     character_id: int = _fk("character.id")
     position: int = 0
-    original_name: str = ""
-    mime_type: str = "image/png"
-    width: int
-    height: int
-    sha256: str = Field(index=True)
-    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    thumbnail: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    created_at: datetime = Field(default_factory=utcnow)
 
 
 class Conversation(SQLModel, table=True):
@@ -88,19 +93,11 @@ class Conversation(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, index=True)
 
 
-class Attachment(SQLModel, table=True):
+class Attachment(StoredImage, table=True):
     """An image the user attached to a chat message (normalized like sheets)."""
 
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: int = _fk("conversation.id")
-    original_name: str = ""
-    mime_type: str = "image/png"
-    width: int
-    height: int
-    sha256: str = Field(index=True)
-    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    thumbnail: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    created_at: datetime = Field(default_factory=utcnow)
 
 
 class Message(SQLModel, table=True):

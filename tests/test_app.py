@@ -93,7 +93,7 @@ def test_library_search_edit_duplicate_delete(app_env, app_db, neutral_png, joy_
     assert cards == ["**Seraphina**", "**Bob**"]  # most recent activity (her conversation) first
     at.text_input(key="library_query").set_value("FOREST").run()
     assert [m.value for m in at.markdown if m.value.startswith("**")] == ["**Seraphina**"]
-    assert any("1 conversation(s)" in c.value for c in at.caption)
+    assert any("English · 1 conversation ·" in c.value for c in at.caption)
 
     button(at, "", key=f"edit_{sera}").click().run()
     at.text_input[0].set_value("Seraphina the Healer")  # the editor replaces the grid and its search box
@@ -111,7 +111,7 @@ def test_library_search_edit_duplicate_delete(app_env, app_db, neutral_png, joy_
     assert names == ["Bob", "Seraphina the Healer", "Seraphina the Healer (copy)"]
 
     button(at, "", key=f"del_{sera}").click().run()
-    assert any("1 conversation(s)" in m.value and "cannot be undone" in m.value for m in at.markdown)
+    assert any("with its images and its conversation" in m.value and "cannot be undone" in m.value for m in at.markdown)
     button(at, "", key="confirm_delete_yes").click().run()
     with Session(app_db) as s:
         assert s.get(Character, sera) is None

@@ -12,9 +12,10 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from core.generation import ChatEngine, ReplyRequest, SamplerSettings
+from core.generation import ChatEngine, ReplyRequest
 from core.kvcache import MB, KVStore
 from core.prompts import Profile, PromptImage, Turn, character_prompt
+from core.sampling import SamplerSettings
 from core.sheets import prepare_image
 from tests.conftest import encode
 

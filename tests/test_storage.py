@@ -163,6 +163,16 @@ def test_migration_from_empty_database_to_head(tmp_path) -> None:
     migrate(engine)  # idempotent: a second start-up changes nothing
 
 
+def test_the_tables_in_code_match_the_migrations(engine) -> None:
+    """A column added to storage/tables.py without a migration would break every existing database."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+
+
 def test_upgrading_a_database_made_at_the_initial_revision_keeps_every_row(tmp_path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     migrate(engine, "0001")
