@@ -133,7 +133,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "common.delete": {"en": "Delete", "zh": "删除"},
     "common.save": {"en": "Save", "zh": "保存"},
     "common.unnamed": {"en": "Unnamed character", "zh": "未命名角色"},
-    "common.last_activity": {"en": "Last activity {when} UTC", "zh": "最近活动 {when} UTC"},
+    "common.last_activity": {"en": "Last activity {when}", "zh": "最近活动 {when}"},
     # Model status.
     "model.ready": {
         "en": "Model ready: {source} · {quantization} · {device} · {footprint}",
@@ -223,9 +223,9 @@ STRINGS: dict[str, dict[str, str]] = {
     "library.empty": {"en": "No characters yet.", "zh": "还没有角色。"},
     "library.none_found": {"en": "No character matches that search.", "zh": "没有符合搜索条件的角色。"},
     "library.card_meta": {
-        "en": "{language} · {count} conversations · {when} UTC",
-        "en_one": "{language} · 1 conversation · {when} UTC",
-        "zh": "{language} · {count} 个对话 · {when} UTC",
+        "en": "{language} · {count} conversations · {when}",
+        "en_one": "{language} · 1 conversation · {when}",
+        "zh": "{language} · {count} 个对话 · {when}",
     },
     "library.chat": {"en": "Chat", "zh": "聊天"},
     "library.edit": {"en": "Edit", "zh": "编辑"},

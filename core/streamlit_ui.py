@@ -5,7 +5,9 @@ Streamlit-aware by design (pages only); the domain logic stays in the plain modu
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
@@ -68,6 +70,19 @@ def language_switch() -> None:
 
 def image_limits(settings: Settings) -> ImageLimits:
     return ImageLimits(settings.max_upload_bytes, settings.max_pixels, settings.max_image_side, settings.thumbnail_side)
+
+
+def local_time(moment: datetime) -> str:
+    """A stored UTC time in the browser's time zone; marked UTC where the browser did not say its zone."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # SQLite hands datetimes back naive; they were stored as UTC
+    try:
+        zone = ZoneInfo(st.context.timezone) if st.context.timezone else None
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = None
+    if zone is None:
+        return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M}"
 
 
 def megabytes(n: int) -> str:

@@ -8,7 +8,7 @@ from core.model import ModelLoadError
 from core.resources import engine, model_slot, settings
 from core.sampling import InvalidSampler, SamplerSettings
 from core.sheets import UPLOAD_EXTENSIONS, ImageRejected, prepare_image
-from core.streamlit_ui import image_limits, lang, language_switch, model_status, through_router, tr
+from core.streamlit_ui import image_limits, lang, language_switch, local_time, model_status, through_router, tr
 from storage import characters as chars
 from storage import conversations as convs
 from storage.db import session_scope
@@ -113,7 +113,7 @@ with st.sidebar:
     st.image(main_sheet.data, caption=character.name or tr("common.unnamed"))
     st.button(tr("chat.new"), icon=":material/add_comment:", on_click=new_conversation, width="stretch")
     st.session_state.conversation_pick = conversation_id
-    labels = {c.id: c.title or f"{tr('chat.untitled')} · {c.created_at:%Y-%m-%d %H:%M}" for c in conversations}
+    labels = {c.id: c.title or f"{tr('chat.untitled')} · {local_time(c.created_at)}" for c in conversations}
     repeated = {label for label in labels.values() if list(labels.values()).count(label) > 1}
     labels = {i: f"{label} (#{i})" if label in repeated else label for i, label in labels.items()}
     st.radio(

@@ -4,7 +4,7 @@ import streamlit as st
 from sqlmodel import Session
 
 from core.resources import engine, model_slot
-from core.streamlit_ui import language_switch, model_status, through_router, tr
+from core.streamlit_ui import language_switch, local_time, model_status, through_router, tr
 from storage import characters as chars
 from storage import conversations as convs
 
@@ -37,7 +37,7 @@ if recent:
         if character.thumbnail:
             thumb.image(character.thumbnail, width=56)
         text.markdown(f"**{character.name or tr('common.unnamed')}** · {conversation.title or tr('chat.untitled')}")
-        text.caption(tr("common.last_activity", when=conversation.updated_at.strftime("%Y-%m-%d %H:%M")))
+        text.caption(tr("common.last_activity", when=local_time(conversation.updated_at)))
         action.page_link(
             "pages/chat.py",
             label=tr("home.continue"),

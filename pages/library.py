@@ -7,7 +7,7 @@ from core.cards import write_card_png
 from core.prompts import REPLY_LANGUAGES
 from core.resources import engine, settings
 from core.sheets import UPLOAD_EXTENSIONS, ImageRejected, prepare_image
-from core.streamlit_ui import image_limits, lang, language_switch, through_router, tr
+from core.streamlit_ui import image_limits, lang, language_switch, local_time, through_router, tr
 from storage import characters as chars
 from storage.db import session_scope
 
@@ -169,7 +169,7 @@ for i, summary in enumerate(summaries):
                 "library.card_meta",
                 language=summary.language,
                 count=summary.conversation_count,
-                when=summary.last_activity.strftime("%Y-%m-%d %H:%M"),
+                when=local_time(summary.last_activity),
             )
         )
         st.page_link(

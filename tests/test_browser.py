@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -25,6 +28,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
+TIMEZONE = "Asia/Shanghai"  # UTC+8 all year: a wrong zone is off by hours
 
 # Loaded by the server's interpreter through PYTHONPATH: logs any connection that leaves loopback.
 AUDIT_HOOK = """
@@ -167,7 +171,7 @@ def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -
                 "--disable-component-update",
             ],
         )
-        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US")
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US", timezone_id=TIMEZONE)
         page.goto(url)
         expect(page.get_by_role("heading", name="RefSheet Chat")).to_be_visible(timeout=60_000)
         _wait_idle(page)
@@ -214,6 +218,11 @@ def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -
         expect(page.get_by_role("heading", name="Character library")).to_be_visible(timeout=30_000)
         _wait_idle(page)
         _shot(page, "library")
+        # Times show in the browser's zone, not the server's UTC.
+        meta = page.get_by_text("1 conversation ·").inner_text()
+        shown = datetime.strptime(re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", meta).group(), "%Y-%m-%d %H:%M")
+        local_now = datetime.now(ZoneInfo(TIMEZONE)).replace(tzinfo=None)
+        assert abs((local_now - shown).total_seconds()) < 600, (meta, local_now)
         page.goto(url)
         expect(page.get_by_role("link", name="Continue").first).to_be_visible(timeout=30_000)
         _wait_idle(page)

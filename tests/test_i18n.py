@@ -26,7 +26,7 @@ def test_every_string_is_translated_with_the_same_placeholders() -> None:
 
 def test_counts_read_naturally() -> None:
     assert t("library.card_meta", "en", language="English", count=1, when="today") == (
-        "English · 1 conversation · today UTC"
+        "English · 1 conversation · today"
     )
     assert "3 conversations" in t("library.card_meta", "en", language="English", count=3, when="today")
     assert "1 个对话" in t("library.card_meta", "zh", language="English", count=1, when="today")
