@@ -291,6 +291,13 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "First token {ttft} s · {tps} tokens/s · {prompt} prompt tokens ({cached} from cache)",
         "zh": "首个 token {ttft} 秒 · 每秒 {tps} 个 token · 提示 {prompt} 个 token（缓存 {cached} 个）",
     },
+    "chat.trimmed": {
+        "en": "The conversation is longer than the model's context: the {count} oldest messages were left out of "
+        "this reply (the character and its sheets never are).",
+        "en_one": "The conversation is longer than the model's context: the oldest message was left out of this "
+        "reply (the character and its sheets never are).",
+        "zh": "对话已超出模型的上下文长度：这次回复没有看到最早的 {count} 条消息（角色设定和设定图始终保留）。",
+    },
     "chat.placeholder": {"en": "Message {name}… (you can attach images)", "zh": "给 {name} 发消息…（可附图片）"},
     "chat.not_sent": {"en": "Your message was not sent: “{text}”", "zh": "你的消息未发送：“{text}”"},
     "chat.not_sent_empty": {"en": "Your images were not sent.", "zh": "你的图片未发送。"},

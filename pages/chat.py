@@ -320,6 +320,8 @@ for m in messages:
                     cached=s["prompt_tokens"] - s["prefilled_tokens"],
                 )
             )
+            if s.get("dropped_turns"):
+                st.caption(tr("chat.trimmed", count=s["dropped_turns"]))
 
 if rejected := st.session_state.pop("rejected_draft", None):
     st.warning(tr("chat.not_sent", text=rejected["text"]) if rejected["text"] else tr("chat.not_sent_empty"))

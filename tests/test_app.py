@@ -169,6 +169,20 @@ def test_chat_full_flow_survives_a_restart(app_env, app_db, neutral_png) -> None
     assert restarted.slider[0].value == 0.3
 
 
+def test_a_long_conversation_says_what_the_character_no_longer_sees(app_env, app_db, neutral_png, monkeypatch) -> None:
+    monkeypatch.setenv("REFSHEET_CONTEXT_TOKENS", "1100")  # the tiny model's prefix alone is ~900 tokens
+    character = seed_character(app_db, neutral_png, first_mes="Hello.")
+    at = new_app("pages/chat.py", character=character)
+    with session_scope(app_db) as s:
+        convs.save_settings(s, int(at.query_params["conversation"]), {"temperature": 0, "max_new_tokens": 8})
+    for i in range(4):
+        at.chat_input[0].set_value(f"Message number {i}: " + "tell me more " * 4).run()
+        assert not at.error
+    notes = [c.value for c in at.caption if "left out of this reply" in c.value]
+    assert notes and "the character and its sheets never are" in notes[0]
+    assert len(chat_texts(at)) == 9  # the page still shows every message
+
+
 def test_saved_greeting_and_alternates_open_a_conversation(app_env, app_db, neutral_png) -> None:
     character = seed_character(app_db, neutral_png, first_mes="Welcome, {{user}}!", alternate_greetings=["Hi!"])
     at = new_app("pages/chat.py", character=character)
