@@ -52,7 +52,7 @@ st.sidebar.selectbox(
 with Session(db) as session:
     character = chars.get_character(session, character_id)
     conversations = convs.list_conversations(session, character_id)
-    main_sheet = chars.get_images(session, character_id)[0]
+    main_sheet = chars.get_main_image(session, character_id)
 
 if not conversations:  # "Chat" on a new character: open the first conversation straight away
     with session_scope(db) as session:

@@ -101,12 +101,14 @@ def editor(character_id: int) -> None:
             st.toast(tr("library.saved"), icon=":material/save:")
             st.rerun()
 
-    if images:
+    def card_png() -> bytes:
+        """Built only when the button is clicked: re-encoding the sheet on every rerun would be wasted."""
         with Session(db) as session:
-            sheet = chars.get_images(session, character_id)[0]
-        st.download_button(tr("library.export_card"), data=write_card_png(character, sheet.data),
-                           file_name=f"{character.name or 'character'}.png", mime="image/png",
-                           icon=":material/download:")  # fmt: skip
+            sheet = chars.get_main_image(session, character_id)
+            return write_card_png(chars.get_character(session, character_id), sheet.data)
+
+    st.download_button(tr("library.export_card"), data=card_png, file_name=f"{character.name or 'character'}.png",
+                       mime="image/png", icon=":material/download:")  # fmt: skip
 
     st.subheader(tr("library.images"))
     cols = st.columns(4)

@@ -194,6 +194,12 @@ def get_images(session: Session, character_id: int) -> list[SheetImage]:
     return list(session.exec(stmt).all())
 
 
+def get_main_image(session: Session, character_id: int) -> SheetImage | None:
+    """The main sheet alone (position 0), full size: for showing it, without loading the others."""
+    stmt = select(SheetImage).where(SheetImage.character_id == character_id, SheetImage.position == 0)
+    return session.exec(stmt).first()
+
+
 def get_thumbnails(session: Session, character_id: int) -> list[SheetImage]:
     """Image rows without their full blobs (`data` is not loaded)."""
     stmt = (

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from core.cards import read_card
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -223,6 +224,12 @@ def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -
         shown = datetime.strptime(re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", meta).group(), "%Y-%m-%d %H:%M")
         local_now = datetime.now(ZoneInfo(TIMEZONE)).replace(tzinfo=None)
         assert abs((local_now - shown).total_seconds()) < 600, (meta, local_now)
+        # Export the character as a Tavern card: the file a user downloads reads back as that character.
+        page.get_by_role("button", name="Edit").first.click()
+        with page.expect_download(timeout=60_000) as download:
+            page.get_by_role("button", name="Export character card (PNG)").click()
+        exported = read_card(Path(download.value.path()).read_bytes(), "exported.png")
+        assert exported.data["name"] == "Seraphina" and exported.image
         page.goto(url)
         expect(page.get_by_role("link", name="Continue").first).to_be_visible(timeout=30_000)
         _wait_idle(page)
