@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from core.generation import ReplyRequest
+from core.lore import Lorebook
 from core.prompts import CharacterPrompt, Profile, PromptImage, Turn, character_prompt, fill_placeholders
 from core.sampling import InvalidSampler, SamplerSettings
 from core.streaming import GenerationStats, ReplyStream
@@ -29,9 +30,9 @@ TITLE_LENGTH = 48
 
 
 def character_prefix(session: Session, character: Character) -> CharacterPrompt:
-    """The character instruction with every reference image, main sheet first."""
+    """The character instruction with every reference image, main sheet first, and its character book."""
     sheets = [PromptImage(s.sha256, s.data) for s in chars.get_images(session, character.id)]
-    return character_prompt(Profile.of(character), sheets)
+    return character_prompt(Profile.of(character), sheets, Lorebook.from_card(character.character_book))
 
 
 def history(session: Session, conversation_id: int, before_turn: int | None = None) -> tuple[Turn, ...]:

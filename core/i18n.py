@@ -245,6 +245,12 @@ STRINGS: dict[str, dict[str, str]] = {
         "zh": "各开场白之间用仅含 --- 的一行分隔",
     },
     "library.images": {"en": "Reference images", "zh": "参考图"},
+    "library.book": {
+        "en": "Character book: {count} entries, used when a conversation mentions their keys",
+        "en_one": "Character book: 1 entry, used when a conversation mentions its keys",
+        "zh": "角色知识书：{count} 条，对话提到关键词时使用",
+    },
+    "library.book_always": {"en": "always known", "zh": "始终知道"},
     "library.make_main": {"en": "Make main", "zh": "设为主图"},
     "library.remove_image": {"en": "Remove", "zh": "移除"},
     "library.add_images": {"en": "Add images", "zh": "添加图片"},

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from core.lore import Lorebook, LoreEntry
 
 # The seed's ten reply languages: the name shown, and how the instruction names it.
 REPLY_LANGUAGES: dict[str, str] = {
@@ -51,6 +53,7 @@ class CharacterPrompt:
     instruction: str
     sheets: tuple[PromptImage, ...]
     kickoff: str
+    lore: Lorebook = field(default_factory=Lorebook)  # keyword entries, added to the turns that mention them
 
     @property
     def key(self) -> str:
@@ -97,7 +100,7 @@ def language_name(language: str) -> str:
     return REPLY_LANGUAGES.get(language, language or DEFAULT_LANGUAGE)
 
 
-def build_instruction(profile: Profile, extra_images: int) -> str:
+def build_instruction(profile: Profile, extra_images: int, known: Sequence[str] = ()) -> str:
     """The character instruction, following the seed's rules (in character, oral, no meta talk)."""
     name = profile.name.strip() or "the character shown in the reference sheet"
     lang = language_name(profile.language)
@@ -118,6 +121,8 @@ def build_instruction(profile: Profile, extra_images: int) -> str:
     facts = [f"- {label}: {fill(value)}" for label, value in about if value.strip()]
     if facts:
         lines += ["", "About you:", *facts]
+    if known:
+        lines += ["", "What you know:", *(f"- {fill(k)}" for k in known)]
     if profile.mes_example.strip():
         lines += ["", "How you talk (examples):", fill(profile.mes_example)]
     if profile.system_prompt.strip():
@@ -140,10 +145,21 @@ def kickoff_line(profile: Profile) -> str:
     return f"(The conversation begins now. Greet me in character, in {language_name(profile.language)}.)"
 
 
-def character_prompt(profile: Profile, sheets: Sequence[PromptImage]) -> CharacterPrompt:
+def character_prompt(profile: Profile, sheets: Sequence[PromptImage], lore: Lorebook | None = None) -> CharacterPrompt:
+    """The character prefix; constant lore joins the instruction, keyword lore waits for its keys."""
     if not sheets:
         raise ValueError("A character prompt needs at least the main reference sheet.")
-    return CharacterPrompt(build_instruction(profile, len(sheets) - 1), tuple(sheets), kickoff_line(profile))
+    lore = lore or Lorebook()
+    name = profile.name.strip() or "I"
+    filled = Lorebook(tuple(replace(e, content=fill_placeholders(e.content, name)) for e in lore.entries),
+                      lore.scan_depth)  # fmt: skip
+    instruction = build_instruction(profile, len(sheets) - 1, [e.content for e in filled.constant])
+    return CharacterPrompt(instruction, tuple(sheets), kickoff_line(profile), filled)
+
+
+def lore_note(entries: Sequence[LoreEntry]) -> str:
+    """How triggered lore sits in the user's turn: background for the character, ahead of the user's words."""
+    return "(Background you know, for this reply:\n" + "\n\n".join(e.content for e in entries) + ")"
 
 
 def prefix_message(prefix: CharacterPrompt) -> dict[str, Any]:
@@ -161,11 +177,18 @@ def build_messages(prefix: CharacterPrompt, history: Sequence[Turn]) -> tuple[li
     """
     messages = [prefix_message(prefix)]
     images = list(prefix.sheets)
+    recent: list[str] = []  # message texts so far, for the lore's keyword scan
+    used: list[LoreEntry] = []
     for turn in history:
         role = "assistant" if turn.role == "assistant" else "user"
         items: list[dict[str, Any]] = [{"type": "image"} for _ in turn.images]
-        if turn.text.strip():
-            items.append({"type": "text", "text": turn.text})
+        text = turn.text
+        recent.append(text)
+        if role == "user" and (lore := prefix.lore.triggered(recent, used)):
+            used += lore
+            text = lore_note(lore) + "\n\n" + text if text.strip() else lore_note(lore)
+        if text.strip():
+            items.append({"type": "text", "text": text})
         if not items:
             continue
         images += turn.images

@@ -4,6 +4,7 @@ import streamlit as st
 from sqlmodel import Session
 
 from core.cards import write_card_png
+from core.lore import Lorebook
 from core.prompts import REPLY_LANGUAGES
 from core.resources import engine, settings
 from core.sheets import UPLOAD_EXTENSIONS, ImageRejected, prepare_image
@@ -109,6 +110,13 @@ def editor(character_id: int) -> None:
 
     st.download_button(tr("library.export_card"), data=card_png, file_name=f"{character.name or 'character'}.png",
                        mime="image/png", icon=":material/download:")  # fmt: skip
+
+    book = Lorebook.from_card(character.character_book)
+    if book.entries:  # from an imported card; shown so the user knows what the character may draw on
+        with st.expander(tr("library.book", count=len(book.entries)), icon=":material/menu_book:"):
+            for entry in book.entries:
+                st.markdown(f"**{', '.join(entry.keys) or tr('library.book_always')}**")
+                st.text(entry.content)
 
     st.subheader(tr("library.images"))
     cols = st.columns(4)

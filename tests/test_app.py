@@ -289,3 +289,6 @@ def test_import_a_tavern_card_on_the_create_page(app_env, app_db, shared) -> Non
         (character,) = s.exec(select(Character)).all()
         assert character.creator == "OtisAlejandro" and character.character_book["entries"]
         assert chars.get_images(s, character.id)[0].width == 400  # the card picture became the main sheet
+    library = new_app("pages/library.py")
+    button(library, "", key=f"edit_{character.id}").click().run()
+    assert any(e.label.startswith("Character book: 4 entries") for e in library.expander)

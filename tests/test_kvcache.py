@@ -14,6 +14,7 @@ from PIL import Image
 
 from core.generation import ChatEngine, ReplyRequest
 from core.kvcache import MB, KVStore
+from core.lore import Lorebook
 from core.prompts import Profile, PromptImage, Turn, character_prompt
 from core.sampling import SamplerSettings
 from core.sheets import prepare_image
@@ -67,6 +68,19 @@ def test_ten_turns_hit_the_conversation_cache_and_match(cached, plain, prefix) -
         history.append(Turn("assistant", text))
     report = cached.kv.report()
     assert report["hits"] == len(QUESTIONS) and report["misses"] == 1 and report["bytes"] > 0
+
+
+def test_lore_added_mid_conversation_keeps_the_cache_valid(cached, plain, sheet) -> None:
+    book = Lorebook.from_card({"entries": [{"keys": ["river"], "content": "The river sings at dusk."}]})
+    prefix = character_prompt(Profile(name="Seraphina"), [sheet], book)
+    history = [Turn("assistant", "Hello.")]
+    for question in ["Hi!", "Tell me about the river.", "And then?", "Goodbye."]:
+        history.append(Turn("user", question))
+        text, stats = reply(cached, prefix, history)
+        assert text == reply(plain, prefix, history)[0]
+        if len(history) > 2:  # every turn after the first continues the conversation's own cache
+            assert stats.cache == "conversation"
+        history.append(Turn("assistant", text))
 
 
 def test_regenerate_restarts_from_the_prefix_snapshot(cached, plain, prefix) -> None:

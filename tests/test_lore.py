@@ -1,0 +1,89 @@
+"""Character books: the real Seraphina card's lore reaches the prompt when the talk turns to it."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session
+
+from core import chat
+from core.cards import profile_from_card, read_card
+from core.lore import Lorebook
+from core.prompts import Profile, PromptImage, Turn, build_messages, character_prompt
+from core.sheets import prepare_image
+from storage import characters as chars
+from storage.db import session_scope
+
+
+@pytest.fixture
+def card(shared):
+    return read_card((shared / "cards" / "default_Seraphina.png").read_bytes())
+
+
+@pytest.fixture
+def sheet(card) -> PromptImage:
+    prepared = prepare_image(card.image, "card.png")
+    return PromptImage(prepared.sha256, prepared.data)
+
+
+def _user_texts(messages) -> list[str]:
+    return [c["text"] for m in messages[1:] if m["role"] == "user" for c in m["content"] if c["type"] == "text"]
+
+
+def test_the_real_card_book_is_read(card) -> None:
+    book = Lorebook.from_card(card.data["character_book"])
+    assert len(book.entries) == 4 and not book.constant
+    (forest,) = book.triggered(["Tell me about the Magical Forest."])
+    assert "What is Eldoria?" in forest.content
+    assert book.triggered(["I like woodwork and the woods."]) == []  # keys are whole words
+    assert [e.keys[0] for e in book.triggered(["Are there monsters?", "Can you use magic?"])] == ["shadowfang", "power"]
+
+
+def test_lore_joins_the_turn_that_mentions_it_once(card, sheet) -> None:
+    book = Lorebook.from_card(card.data["character_book"])
+    prefix = character_prompt(Profile(name="Seraphina"), [sheet], book)
+    history = [
+        Turn("assistant", "You are safe now."),
+        Turn("user", "Where am I?"),
+        Turn("assistant", "In my glade."),  # the reply's words count too (scan depth 2)
+        Turn("user", "Is it safe?"),
+        Turn("assistant", "Yes."),
+        Turn("user", "What about the glade at night?"),  # already known: not added again
+    ]
+    texts = _user_texts(build_messages(prefix, history)[0])
+    assert texts[0] == "Where am I?"
+    assert texts[1].startswith("(Background you know") and texts[1].endswith("Is it safe?")
+    assert "What is the glade?" in texts[1] and "{{char}}" not in texts[1] and "Seraphina:" in texts[1]
+    assert texts[2] == "What about the glade at night?"
+    # Earlier turns read the same however long the conversation grows (so KV caches stay valid).
+    assert _user_texts(build_messages(prefix, history[:4])[0]) == texts[:2]
+
+
+def test_constant_entries_and_selective_keys() -> None:
+    book = Lorebook.from_card(
+        {
+            "entries": [
+                {"keys": [], "content": "The moon is green here.", "constant": True},
+                {"keys": ["dragon"], "secondary_keys": ["egg"], "selective": True, "content": "Dragon eggs hatch."},
+                {"keys": ["龙"], "content": "龙住在山里。"},
+                {"keys": ["ghost"], "content": "Off.", "enabled": False},
+            ]
+        }
+    )
+    assert [e.content for e in book.constant] == ["The moon is green here."]
+    assert book.triggered(["A dragon!"]) == []
+    assert [e.content for e in book.triggered(["A dragon egg!"])] == ["Dragon eggs hatch."]
+    assert [e.content for e in book.triggered(["我看见一条龙。"])] == ["龙住在山里。"]  # CJK: no spaces
+    assert book.triggered(["A ghost?"]) == []
+    prefix = character_prompt(Profile(name="Aster"), [PromptImage("0" * 64, b"")], book)
+    assert "What you know:\n- The moon is green here." in prefix.instruction
+
+
+def test_an_imported_card_brings_its_lore_into_the_reply_request(engine, card) -> None:
+    with session_scope(engine) as s:
+        character = chars.create_character(s, [prepare_image(card.image, "card.png")], **profile_from_card(card))
+        conversation, _ = chat.open_conversation(s, character)
+        chat.add_user_message(s, conversation.id, "What are those beasts in the woods?")
+    with Session(engine) as s:
+        request = chat.build_request(s, conversation.id)
+    messages, _ = build_messages(request.prefix, request.history)
+    assert "What are Shadowfangs?" in _user_texts(messages)[-1]
