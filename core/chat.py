@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from core.generation import ReplyRequest
+from core.generation import ContextOverflow, ReplyRequest
 from core.lore import Lorebook
 from core.prompts import CharacterPrompt, Profile, PromptImage, Turn, character_prompt, fill_placeholders
 from core.sampling import InvalidSampler, SamplerSettings
@@ -119,7 +119,7 @@ def start_reply(db: Engine, conversation_id: int, regenerate_turn: int | None = 
         return message.id, message.turn
 
 
-def stream_into(db: Engine, message_id: int, stream: ReplyStream) -> Iterator[str]:
+def stream_into(db: Engine, message_id: int, stream: ReplyStream, lang: str = "en") -> Iterator[str]:
     """Yield the reply's chunks while saving them to the message row as they come.
 
     Saved every FLUSH_SECONDS or FLUSH_CHUNKS chunks; at the end the row is complete, or partial
@@ -142,7 +142,8 @@ def stream_into(db: Engine, message_id: int, stream: ReplyStream) -> Iterator[st
         raise
     except Exception as exc:
         outcome = MessageStatus.PARTIAL if text else MessageStatus.ERROR
-        error = str(exc) or type(exc).__name__
+        # Our own errors say what to do in the user's language; anything else is stored as it came.
+        error = exc.message(lang) if isinstance(exc, ContextOverflow) else str(exc) or type(exc).__name__
         raise
     finally:
         stream.close()

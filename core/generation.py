@@ -28,12 +28,16 @@ from core.streaming import GenerationStats, ReplyStream, TokenStreamer, stop_cri
 
 
 class ContextOverflow(ValueError):
-    def __init__(self, needed: int, budget: int) -> None:
-        self.needed, self.budget = needed, budget
+    """Even with every older turn dropped the prompt does not fit. `character`: the character prefix
+    alone is too long (its fields and sheets must shrink), not the user's last message."""
+
+    def __init__(self, needed: int, budget: int, character: bool = False) -> None:
+        self.needed, self.budget, self.character = needed, budget, character
         super().__init__(self.message("en"))
 
     def message(self, lang: str = "en") -> str:
-        return t("chat.error.too_long", lang, needed=self.needed, budget=self.budget)
+        key = "chat.error.character_too_long" if self.character else "chat.error.too_long"
+        return t(key, lang, needed=self.needed, budget=self.budget)
 
 
 class Cancelled(Exception):
@@ -205,6 +209,11 @@ class ChatEngine:
             if needed <= budget:
                 return messages, images, start
             if start >= len(history) - 1:
+                prefix_alone = self.count_tokens([prefix_message(request.prefix)])
+                if prefix_alone > budget:
+                    raise ContextOverflow(
+                        prefix_alone + request.sampler.max_new_tokens, self.handle.context_limit, True
+                    )
                 raise ContextOverflow(needed + request.sampler.max_new_tokens, self.handle.context_limit)
             # Drop the oldest turn; keep dropping until the kept history opens with a model turn,
             # so the prefix turn stays exactly as it was (and its cache stays valid).

@@ -124,8 +124,18 @@ STRINGS: dict[str, dict[str, str]] = {
     },
     "chat.error.too_long": {
         "en": "This message is too long for the model's context: it needs {needed} tokens, the limit is {budget}. "
-        "Shorten it or attach fewer images.",
-        "zh": "这条消息超出了模型的上下文：需要 {needed} 个 token，上限为 {budget}。请缩短内容或减少图片。",
+        "Shorten it, attach fewer images, or lower the longest reply in the reply settings.",
+        "zh": "这条消息超出了模型的上下文：需要 {needed} 个 token，上限为 {budget}。请缩短内容、减少图片，"
+        "或在回复设置中调低最长回复。",
+    },
+    "chat.error.character_too_long": {
+        "en": "This character alone (instruction, profile and reference images) needs {needed} tokens with room "
+        "for a reply, but the model's context holds {budget}. Shorten the character's profile in the Library, "
+        "remove extra reference images, lower the longest reply in the reply settings, or raise "
+        "REFSHEET_CONTEXT_TOKENS.",
+        "zh": "仅这个角色（指令、资料和参考图）加上回复空间就需要 {needed} 个 token，而模型的上下文上限为 "
+        "{budget}。请在角色库中精简角色资料、删除多余的参考图、在回复设置中调低最长回复，或调高 "
+        "REFSHEET_CONTEXT_TOKENS。",
     },
     # Shared.
     "ui.language": {"en": "Language", "zh": "界面语言"},

@@ -206,6 +206,7 @@ def stream_reply(regenerate_turn: int | None = None) -> None:
             chat_engine.stream(
                 request, on_wait=lambda n: note.info(tr("chat.queued", ahead=n), icon=":material/hourglass_top:")
             ),
+            lang(),
         )
         try:
             st.write_stream(chunks)

@@ -27,11 +27,11 @@ def conversation(engine, neutral_png: bytes) -> int:
         return conv.id
 
 
-def _reply(engine, chat_engine: ChatEngine, conversation: int, stop: threading.Event | None = None):
+def _reply(engine, chat_engine: ChatEngine, conversation: int, stop: threading.Event | None = None, lang: str = "en"):
     with Session(engine) as s:
         request = chat.build_request(s, conversation)
     message_id, _ = chat.start_reply(engine, conversation)
-    return message_id, chat.stream_into(engine, message_id, chat_engine.stream(request, stop))
+    return message_id, chat.stream_into(engine, message_id, chat_engine.stream(request, stop), lang)
 
 
 def _row(engine, message_id: int) -> Message:
@@ -90,8 +90,9 @@ def test_a_page_that_goes_away_mid_reply_keeps_the_text(engine, chat_engine, con
 def test_a_failure_is_recorded_on_the_row(engine, chat_engine, conversation) -> None:
     with session_scope(engine) as s:
         convs.save_settings(s, conversation, {"temperature": 0, "max_new_tokens": 4096})  # beyond the context
-    message_id, chunks = _reply(engine, chat_engine, conversation)
-    with pytest.raises(ValueError, match="too long for the model's context"):
+    message_id, chunks = _reply(engine, chat_engine, conversation, lang="zh")
+    with pytest.raises(ValueError, match="the model's context holds"):
         list(chunks)
     row = _row(engine, message_id)
-    assert row.status == MessageStatus.ERROR and "too long" in row.error
+    # Stored in the user's language, saying what to shorten: here the reply length leaves no room.
+    assert row.status == MessageStatus.ERROR and "模型的上下文上限" in row.error and "调低最长回复" in row.error

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.generation import ChatEngine, ReplyRequest, collect
+from core.generation import ChatEngine, ContextOverflow, ReplyRequest, collect
 from core.model import ModelLoadError, ModelSlot, load_model
 from core.prompts import Profile, Turn, build_messages, character_prompt
 from core.sampling import InvalidSampler, SamplerSettings
@@ -118,6 +118,24 @@ def test_context_trimming_drops_oldest_turns_and_keeps_the_sheet(tiny_handle, sh
     stream = engine.stream(ReplyRequest(prefix, history, GREEDY))
     collect(stream)
     assert stream.stats.dropped_turns == dropped
+
+
+def test_a_prompt_that_cannot_fit_says_which_part_to_shorten(tiny_handle, sheet) -> None:
+    from dataclasses import replace
+
+    prefix = character_prompt(PROFILE, [sheet])
+    prefix_tokens = ChatEngine(tiny_handle).count_tokens(build_messages(prefix, ())[0])
+    roomy = ChatEngine(replace(tiny_handle, context_limit=prefix_tokens + 100 + GREEDY.max_new_tokens))
+    with pytest.raises(ContextOverflow) as long_message:
+        roomy.fit(ReplyRequest(prefix, (Turn("assistant", "Hi."), Turn("user", "word " * 100)), GREEDY))
+    assert not long_message.value.character and "Shorten it" in long_message.value.message("en")
+
+    cramped = ChatEngine(replace(tiny_handle, context_limit=prefix_tokens))  # no room left for a reply
+    with pytest.raises(ContextOverflow) as long_character:
+        cramped.fit(ReplyRequest(prefix, (Turn("user", "Hi"),), GREEDY))
+    assert long_character.value.character
+    assert "This character alone" in long_character.value.message("en")
+    assert "仅这个角色" in long_character.value.message("zh")
 
 
 @pytest.mark.slow
