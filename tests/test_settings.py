@@ -47,3 +47,14 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 
 def test_with_changes_one_value() -> None:
     assert Settings().with_(quantization="none").quantization == "none"
+
+
+def test_streamlit_config_never_phones_home_and_shows_the_real_upload_limit() -> None:
+    import tomllib
+
+    from tests.conftest import ROOT
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["browser"]["gatherUsageStats"] is False
+    # The uploader prints its ceiling ("20MB per file"): it must be the limit the app applies.
+    assert config["server"]["maxUploadSize"] == load_settings(environ={}, secrets={}).max_upload_mb
