@@ -17,13 +17,23 @@ limits = image_limits(settings())
 
 
 def checked(files) -> tuple[list[PreparedImage], list[str]]:
-    """Validate uploads as they arrive, so problems show before anything is saved."""
+    """Validate uploads as they arrive, so problems show before anything is saved.
+
+    Each upload is prepared once (by its file id), not again on every rerun of the page."""
+    prepared: dict = st.session_state.setdefault("prepared_uploads", {})
     good, errors = [], []
     for f in files:
-        try:
-            good.append(prepare_image(f.getvalue(), f.name, limits))
-        except ImageRejected as exc:
-            errors.append(exc.message(lang()))
+        key = (f.file_id, limits)
+        if key not in prepared:
+            try:
+                prepared[key] = prepare_image(f.getvalue(), f.name, limits)
+            except ImageRejected as exc:
+                prepared[key] = exc
+        result = prepared[key]
+        if isinstance(result, ImageRejected):
+            errors.append(result.message(lang()))
+        else:
+            good.append(result)
     return good, errors
 
 
@@ -119,4 +129,5 @@ if st.button(tr("create.submit"), type="primary", icon=":material/person_add:"):
             # Every field of an imported card is kept; what the form shows wins.
             character = chars.create_character(session, main_images + extra_images, **{**card_profile, **form_fields})
             st.session_state.created_character = {"id": character.id, "name": character.name or tr("common.unnamed")}
+        st.session_state.pop("prepared_uploads", None)  # stored now; free the memory
         st.rerun()
