@@ -155,8 +155,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "zh": "模型 {source} 尚未加载；需要第一条回复时才会加载。",
     },
     "model.cache": {
-        "en": "Conversation cache: {entries} kept · {hits} hits · {misses} misses · {megabytes} MB of {limit_mb} MB",
-        "zh": "对话缓存：保留 {entries} 个 · 命中 {hits} 次 · 未命中 {misses} 次 · 已用 {megabytes} MB / {limit_mb} MB",
+        "en": "KV cache: {entries} kept · reused {hits}× for a conversation and {prefix_hits}× for a character · "
+        "computed afresh {misses}× · {megabytes} MB of {limit_mb} MB",
+        "zh": "KV 缓存：保留 {entries} 个 · 对话复用 {hits} 次 · 角色复用 {prefix_hits} 次 · 重新计算 {misses} 次 · "
+        "已用 {megabytes} MB / {limit_mb} MB",
     },
     # Home.
     "home.title": {"en": "RefSheet Chat", "zh": "RefSheet Chat 角色设定图聊天"},
