@@ -167,6 +167,8 @@ def test_chat_full_flow_survives_a_restart(app_env, app_db, neutral_png) -> None
     restarted = new_app("pages/chat.py", character=character, conversation=conversation)
     assert chat_texts(restarted) == before
     assert restarted.slider[0].value == 0.3
+    home = new_app()  # the model status on Home tells how the KV cache is being used
+    assert any(c.value.startswith("KV cache:") and "reused" in c.value for c in home.caption)
 
 
 def test_a_long_conversation_says_what_the_character_no_longer_sees(app_env, app_db, neutral_png, monkeypatch) -> None:
