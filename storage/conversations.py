@@ -9,14 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, func, select, update
 
 from core.sheets import PreparedImage
 from storage.db import require, touch
 from storage.tables import Attachment, Conversation, Message, MessageStatus, Role, utcnow
-
-APPEND_RETRIES = 5
 
 
 class ConversationGone(LookupError):
@@ -80,28 +77,20 @@ def append_message(
 ) -> Message:
     """Add a message as the next turn. Safe when several writers append at once.
 
-    SQLite serialises writers (BEGIN IMMEDIATE); on other databases a clash on the unique
-    (conversation, turn, variant) key is retried inside a savepoint.
+    The conversation row is locked first, so the next turn number is computed by one writer at a
+    time (SQLite serialises writers anyway with BEGIN IMMEDIATE; elsewhere `FOR UPDATE` does it).
     """
-    _require(session, conversation_id)
-    for _attempt in range(APPEND_RETRIES):
-        last = session.exec(select(func.max(Message.turn)).where(Message.conversation_id == conversation_id)).one()
-        message = Message(
-            conversation_id=conversation_id,
-            turn=0 if last is None else last + 1,
-            role=str(role),
-            text=text,
-            attachment_ids=list(attachment_ids),
-            status=str(status),
-        )
-        try:
-            with session.begin_nested():
-                session.add(message)
-            break
-        except IntegrityError:
-            continue
-    else:  # pragma: no cover - needs a pathological race on a non-SQLite database
-        raise RuntimeError("Could not append the message: too many concurrent writers.")
+    _lock(session, conversation_id)
+    last = session.exec(select(func.max(Message.turn)).where(Message.conversation_id == conversation_id)).one()
+    message = Message(
+        conversation_id=conversation_id,
+        turn=0 if last is None else last + 1,
+        role=str(role),
+        text=text,
+        attachment_ids=list(attachment_ids),
+        status=str(status),
+    )
+    session.add(message)
     _touch(session, conversation_id)
     session.flush()
     return message
@@ -111,6 +100,7 @@ def add_variant(
     session: Session, conversation_id: int, turn: int, text: str = "", status: MessageStatus | str = "partial"
 ) -> Message:
     """A new alternative reply for `turn`, chosen from now on."""
+    _lock(session, conversation_id)
     existing = variants(session, conversation_id, turn)
     if not existing:
         raise LookupError(f"Turn {turn} does not exist in conversation {conversation_id}.")
@@ -234,6 +224,15 @@ def get_attachments(session: Session, attachment_ids: Sequence[int]) -> list[Att
 def _require(session: Session, conversation_id: int) -> Conversation:
     gone = ConversationGone(f"Conversation {conversation_id} no longer exists.")
     return require(session, Conversation, conversation_id, gone)
+
+
+def _lock(session: Session, conversation_id: int) -> Conversation:
+    """The conversation row, locked until the transaction ends (a no-op lock on SQLite)."""
+    stmt = select(Conversation).where(Conversation.id == conversation_id).with_for_update()
+    conversation = session.exec(stmt).first()
+    if conversation is None:
+        raise ConversationGone(f"Conversation {conversation_id} no longer exists.")
+    return conversation
 
 
 def _touch(session: Session, conversation_id: int) -> None:

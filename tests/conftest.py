@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import io
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +49,61 @@ def joy_png(shared: Path) -> bytes:
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'data' / 'refsheet.db'}"
+
+
+# -- A real PostgreSQL server, for "any SQLAlchemy URL works" -----------------------------------------
+def _pg_bin(name: str) -> str | None:
+    candidates = [shutil.which(name), *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)]
+    return next((c for c in candidates if c), None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a PostgreSQL server: REFSHEET_TEST_POSTGRES_URL, or a private one started here from
+    Debian's `postgresql` binaries (loopback only, thrown away afterwards). Skipped without either,
+    unless REFSHEET_REQUIRE_POSTGRES is set (CI sets it)."""
+    if url := os.environ.get("REFSHEET_TEST_POSTGRES_URL"):
+        yield url
+        return
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        message = "needs PostgreSQL (apt-get install -y postgresql) or REFSHEET_TEST_POSTGRES_URL"
+        if os.environ.get("REFSHEET_REQUIRE_POSTGRES"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    data = Path(tempfile.mkdtemp(prefix="refsheet-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as Debian's postgres user
+        shutil.chown(data, "postgres", "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT, "check": True}
+    subprocess.run([*as_owner, initdb, "-D", str(data / "db"), "-U", "refsheet", "-A", "trust", "--no-sync"], **quiet)
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c fsync=off"
+    log = data / "server.log"
+    subprocess.run([*as_owner, pg_ctl, "-D", str(data / "db"), "-o", options, "-l", str(log), "-w", "start"], **quiet)
+    try:
+        yield f"postgresql+psycopg://refsheet@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_owner, pg_ctl, "-D", str(data / "db"), "-m", "immediate", "stop"], **quiet)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database on that server for one test."""
+    from sqlalchemy import create_engine, make_url
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""Storage against real SQLite files: round trips, restarts, cascades, migrations, concurrency."""
+"""Storage against real databases: round trips, restarts, cascades, migrations, concurrency.
+
+Every test that is not about SQLite itself runs twice: on a SQLite file and on a real PostgreSQL server
+(any SQLAlchemy URL must work; see `postgres_server` in conftest)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,13 @@ from storage.tables import Attachment, Character, Conversation, Message, Message
 from tests.conftest import encode
 
 TABLES = {"character", "sheetimage", "conversation", "message", "attachment"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'refsheet.db'}"
+    return request.getfixturevalue("postgres_url")
 
 
 def _image(colour: str = "red", size: tuple[int, int] = (64, 48)):
@@ -147,15 +157,16 @@ def test_a_failed_unit_of_work_stores_nothing(engine) -> None:
         assert s.exec(select(func.count(SheetImage.id))).one() == 0
 
 
-def test_sqlite_pragmas(engine) -> None:
+def test_sqlite_pragmas(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'pragmas.db'}")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
 
 
-def test_migration_from_empty_database_to_head(tmp_path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+def test_migration_from_empty_database_to_head(db_url: str) -> None:
+    engine = make_engine(db_url)
     assert current_revision(engine) is None
     migrate(engine)
     assert set(inspect(engine).get_table_names()) >= TABLES
@@ -173,8 +184,8 @@ def test_the_tables_in_code_match_the_migrations(engine) -> None:
         assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
 
 
-def test_upgrading_a_database_made_at_the_initial_revision_keeps_every_row(tmp_path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+def test_upgrading_a_database_made_at_the_initial_revision_keeps_every_row(db_url: str) -> None:
+    engine = make_engine(db_url)
     migrate(engine, "0001")
     ids = _populate(engine)
     with engine.connect() as conn:
