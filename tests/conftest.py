@@ -57,6 +57,16 @@ def _pg_bin(name: str) -> str | None:
     return next((c for c in candidates if c), None)
 
 
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a PostgreSQL server: REFSHEET_TEST_POSTGRES_URL, or a private one started here from
@@ -66,7 +76,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
         return
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not (initdb and pg_ctl):
+    if not (initdb and pg_ctl) or (os.geteuid() == 0 and not _user_exists("postgres")):
         message = "needs PostgreSQL (apt-get install -y postgresql) or REFSHEET_TEST_POSTGRES_URL"
         if os.environ.get("REFSHEET_REQUIRE_POSTGRES"):
             pytest.fail(message, pytrace=False)
