@@ -17,9 +17,25 @@ from core.settings import Settings
 from core.sheets import ImageLimits
 
 
+@st.cache_resource(show_spinner=False)
+def app_icon() -> Any:
+    """The tab icon, drawn here: a `:material/…:` page icon makes the browser fetch it from Google's
+    font servers, and the app contacts no one but the model source."""
+    from PIL import Image, ImageDraw
+
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle((2, 2, 62, 62), radius=14, fill="#c2417a")
+    draw.ellipse((12, 12, 52, 52), fill="#fffafc")
+    for (x, y), colour in zip([(22, 22), (38, 20), (44, 34)], ["#c2417a", "#e0a526", "#3f8fc4"], strict=True):
+        draw.ellipse((x - 5, y - 5, x + 5, y + 5), fill=colour)
+    draw.ellipse((22, 34, 34, 46), fill="#f6edf2")  # the palette's thumb hole
+    return icon
+
+
 def navigation() -> Any:
     """The app's pages: the router `Home.py` runs, and the menu every page shows."""
-    st.set_page_config(page_title="RefSheet Chat", page_icon=":material/palette:", layout="wide")
+    st.set_page_config(page_title="RefSheet Chat", page_icon=app_icon(), layout="wide")
     pages = [
         st.Page("pages/home.py", title=t("nav.home", lang()), icon=":material/home:", default=True),
         st.Page("pages/create.py", title=t("nav.create", lang()), icon=":material/add_photo_alternate:"),

@@ -4,6 +4,7 @@ import streamlit as st
 from sqlmodel import Session
 
 from core import chat
+from core.markdown import inert, inert_stream
 from core.model import ModelLoadError
 from core.resources import engine, model_slot, settings
 from core.sampling import InvalidSampler, SamplerSettings
@@ -45,7 +46,7 @@ st.sidebar.selectbox(
     tr("chat.character"),
     list(by_id),
     key="character_pick",
-    format_func=lambda i: by_id[i].name or tr("common.unnamed"),
+    format_func=lambda i: inert(by_id[i].name) or tr("common.unnamed"),
     on_change=lambda: st.query_params.from_dict({"character": st.session_state.character_pick}),
 )
 
@@ -95,7 +96,7 @@ def forget_delete() -> None:
 
 @st.dialog(tr("chat.delete_title"), on_dismiss=forget_delete)
 def confirm_delete_conversation() -> None:
-    st.write(tr("chat.delete_body", title=conversation.title or tr("chat.untitled")))
+    st.write(tr("chat.delete_body", title=inert(conversation.title) or tr("chat.untitled")))
     yes, no = st.columns(2)
     if yes.button(tr("common.delete"), type="primary", icon=":material/delete:", key="confirm_conv_delete"):
         with session_scope(db) as session:
@@ -110,10 +111,10 @@ def confirm_delete_conversation() -> None:
 
 # -- sidebar: the sheet, the conversations, reply settings ------------------------------------------
 with st.sidebar:
-    st.image(main_sheet.data, caption=character.name or tr("common.unnamed"))
+    st.image(main_sheet.data, caption=inert(character.name) or tr("common.unnamed"))
     st.button(tr("chat.new"), icon=":material/add_comment:", on_click=new_conversation, width="stretch")
     st.session_state.conversation_pick = conversation_id
-    labels = {c.id: c.title or f"{tr('chat.untitled')} · {local_time(c.created_at)}" for c in conversations}
+    labels = {c.id: inert(c.title) or f"{tr('chat.untitled')} · {local_time(c.created_at)}" for c in conversations}
     repeated = {label for label in labels.values() if list(labels.values()).count(label) > 1}
     labels = {i: f"{label} (#{i})" if label in repeated else label for i, label in labels.items()}
     st.radio(
@@ -209,7 +210,7 @@ def stream_reply(regenerate_turn: int | None = None) -> None:
             lang(),
         )
         try:
-            st.write_stream(chunks)
+            st.write_stream(inert_stream(chunks))
         except Exception:  # noqa: BLE001 - already saved on the message row; shown after the rerun
             pass
         finally:
@@ -218,8 +219,8 @@ def stream_reply(regenerate_turn: int | None = None) -> None:
 
 
 # -- the conversation -------------------------------------------------------------------------------
-st.title(character.name or tr("common.unnamed"))
-st.caption(conversation.title or tr("chat.untitled"))
+st.title(inert(character.name) or tr("common.unnamed"))
+st.caption(inert(conversation.title) or tr("chat.untitled"))
 if slot.status().state != "ready":
     model_status(slot)
 
@@ -258,7 +259,7 @@ for m in messages:
                     st.session_state.pop("editing_turn", None)
                     st.rerun()
             continue
-        st.markdown(m.text)
+        st.markdown(inert(m.text))
         if m.status == MessageStatus.PARTIAL:
             st.caption(tr("chat.partial"))
         if m.error:
@@ -354,7 +355,7 @@ elif prompt is not None and (prompt.text.strip() or prompt.files):
     with st.chat_message("user"):
         for image in images:
             st.image(image.thumbnail, width=160)
-        st.markdown(prompt.text)
+        st.markdown(inert(prompt.text))
     stream_reply()
 elif not messages:
     stream_reply()  # a new conversation without a saved greeting: the character greets from its sheet

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core.cards import CardError, profile_from_card, read_card
+from core.markdown import inert
 from core.prompts import DEFAULT_LANGUAGE, REPLY_LANGUAGES
 from core.resources import engine, settings
 from core.sheets import UPLOAD_EXTENSIONS, ImageRejected, PreparedImage, prepare_image
@@ -38,7 +39,7 @@ def checked(files) -> tuple[list[PreparedImage], list[str]]:
 
 
 if created := st.session_state.get("created_character"):
-    st.success(tr("create.done", name=created["name"]), icon=":material/check_circle:")
+    st.success(tr("create.done", name=inert(created["name"])), icon=":material/check_circle:")
     go, again = st.columns(2)
     go.page_link(
         "pages/chat.py",
@@ -83,7 +84,7 @@ if card_file is not None:
                 st.session_state[f"{field}_{form}"] = card_profile.get(field, "")
             if card_profile.get("language") in REPLY_LANGUAGES:
                 st.session_state[f"language_{form}"] = card_profile["language"]
-        st.success(tr("create.card_loaded", name=card_profile["name"]), icon=":material/badge:")
+        st.success(tr("create.card_loaded", name=inert(card_profile["name"])), icon=":material/badge:")
         if card.image:
             card_sheet, card_errors = checked([card_file])
             for message in card_errors:

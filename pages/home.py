@@ -3,6 +3,7 @@
 import streamlit as st
 from sqlmodel import Session
 
+from core.markdown import inert
 from core.resources import engine, model_slot
 from core.streamlit_ui import language_switch, local_time, model_status, through_router, tr
 from storage import characters as chars
@@ -36,7 +37,9 @@ if recent:
         thumb, text, action = st.columns([1, 6, 2], vertical_alignment="center")
         if character.thumbnail:
             thumb.image(character.thumbnail, width=56)
-        text.markdown(f"**{character.name or tr('common.unnamed')}** · {conversation.title or tr('chat.untitled')}")
+        text.markdown(
+            f"**{inert(character.name) or tr('common.unnamed')}** · {inert(conversation.title) or tr('chat.untitled')}"
+        )
         text.caption(tr("common.last_activity", when=local_time(conversation.updated_at)))
         action.page_link(
             "pages/chat.py",

@@ -5,6 +5,7 @@ from sqlmodel import Session
 
 from core.cards import write_card_png
 from core.lore import Lorebook
+from core.markdown import inert
 from core.prompts import REPLY_LANGUAGES
 from core.resources import engine, settings
 from core.sheets import UPLOAD_EXTENSIONS, ImageRejected, prepare_image
@@ -30,7 +31,7 @@ def forget_delete() -> None:
 
 @st.dialog(tr("library.delete_title"), on_dismiss=forget_delete)
 def confirm_delete(character_id: int, name: str, conversations: int) -> None:
-    st.write(tr("library.delete_body", name=name, count=conversations))
+    st.write(tr("library.delete_body", name=inert(name), count=conversations))
     yes, no = st.columns(2)
     if yes.button(tr("common.delete"), type="primary", icon=":material/delete:", key="confirm_delete_yes"):
         with session_scope(db) as session:
@@ -38,7 +39,7 @@ def confirm_delete(character_id: int, name: str, conversations: int) -> None:
         forget_delete()
         if st.session_state.get("editing") == character_id:
             close_editor()
-        st.toast(tr("library.deleted", name=name), icon=":material/delete:")
+        st.toast(tr("library.deleted", name=inert(name)), icon=":material/delete:")
         st.rerun()
     if no.button(tr("common.cancel"), key="confirm_delete_no"):
         forget_delete()
@@ -54,7 +55,7 @@ def editor(character_id: int) -> None:
         close_editor()
         st.rerun()
     st.button(tr("library.back"), icon=":material/arrow_back:", on_click=close_editor)
-    st.subheader(character.name or tr("common.unnamed"))
+    st.subheader(inert(character.name) or tr("common.unnamed"))
 
     with st.form(f"edit_{character_id}"):
         name = st.text_input(tr("create.name"), character.name)
@@ -115,7 +116,7 @@ def editor(character_id: int) -> None:
     if book.entries:  # from an imported card; shown so the user knows what the character may draw on
         with st.expander(tr("library.book", count=len(book.entries)), icon=":material/menu_book:"):
             for entry in book.entries:
-                st.markdown(f"**{', '.join(entry.keys) or tr('library.book_always')}**")
+                st.markdown(f"**{inert(', '.join(entry.keys)) or tr('library.book_always')}**")
                 st.text(entry.content)
 
     st.subheader(tr("library.images"))
@@ -173,7 +174,7 @@ for i, summary in enumerate(summaries):
     with grid[i % 3].container(border=True):
         if summary.thumbnail:
             st.image(summary.thumbnail, width="stretch")
-        st.markdown(f"**{summary.name or tr('common.unnamed')}**")
+        st.markdown(f"**{inert(summary.name) or tr('common.unnamed')}**")
         st.caption(
             tr(
                 "library.card_meta",

@@ -249,6 +249,18 @@ def test_user_text_is_never_html(app_env, app_db, neutral_png) -> None:
     assert all(not md.proto.allow_html for m in at.chat_message for md in m.markdown)
 
 
+def test_shown_text_cannot_make_the_browser_fetch_an_image(app_env, app_db, neutral_png) -> None:
+    trap = "![pixel](https://tracker.invalid/p.png)"
+    character = seed_character(app_db, neutral_png, name=f"Mira {trap}", first_mes=f"Hello {trap}")
+    at = new_app("pages/chat.py", character=character)
+    at.chat_input[0].set_value(f"Look {trap}").run()
+    shown = [md.value for m in at.chat_message for md in m.markdown] + [t.value for t in at.title]
+    shown += [c.value for c in at.caption]
+    assert any("tracker.invalid" in v for v in shown) and not any("![" in v for v in shown)
+    library = new_app("pages/library.py")
+    assert not any("![" in md.value for md in library.markdown)
+
+
 def test_ui_follows_the_browser_locale_and_switches(app_env, neutral_png, app_db) -> None:
     from streamlit.testing.v1 import AppTest
 

@@ -18,6 +18,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -173,6 +174,17 @@ def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -
             ],
         )
         page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US", timezone_id=TIMEZONE)
+        # The page too may reach nothing beyond loopback: such requests are recorded and never sent.
+        outside: list[str] = []
+
+        def guard(route) -> None:
+            if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", guard)
         page.goto(url)
         expect(page.get_by_role("heading", name="RefSheet Chat")).to_be_visible(timeout=60_000)
         _wait_idle(page)
@@ -194,7 +206,7 @@ def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -
         expect(page.get_by_text("tokens/s")).to_be_visible(timeout=120_000)  # the greeting has finished
         _wait_idle(page)
         chat_input = page.locator('[data-testid="stChatInputTextArea"]')
-        chat_input.fill("Hello! <b>not bold</b>")
+        chat_input.fill("Hello! <b>not bold</b> ![pixel](https://tracker.invalid/p.png)")
         chat_input.press("Enter")
         expect(page.locator('[data-testid="stChatMessage"]')).to_have_count(3, timeout=120_000)
         expect(page.get_by_role("button", name="Regenerate")).to_have_count(1, timeout=120_000)  # reply done
@@ -238,3 +250,4 @@ def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -
 
     leaks = [json.loads(line) for line in net_log.read_text().splitlines()] if net_log.exists() else []
     assert leaks == [], f"the server reached beyond loopback: {leaks}"
+    assert outside == [], f"the page asked for something beyond loopback: {outside}"
