@@ -19,6 +19,7 @@ import argparse
 import copy
 import gc
 import hashlib
+import io
 import json
 import platform
 import statistics
@@ -43,6 +44,8 @@ from core.prompts import Profile, PromptImage, Turn, build_messages, character_p
 from core.sampling import SamplerSettings
 from core.settings import Settings
 from core.sheets import decode, prepare_image
+from storage import characters as chars
+from storage.db import make_engine, migrate, session_scope
 
 ROOT = Path(__file__).resolve().parents[1]
 SHEET = ROOT.parent / "shared" / "images" / "seraphina_neutral.png"
@@ -115,8 +118,6 @@ def square_sheet(side: int) -> bytes:
 
 
 def _png(image: Image.Image) -> bytes:
-    import io
-
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
@@ -183,9 +184,6 @@ def decode_speed(handle, prefix, history: list[Turn], tokens: int, repeats: int)
     model_thread.run(torch.no_grad()(engine._prefill), encoded, prefilled, 0, len(encoded) - 1)
     raw, ours = [], []
     db = tempfile.TemporaryDirectory()
-    from storage import characters as chars
-    from storage.db import make_engine, migrate, session_scope
-
     store = make_engine(f"sqlite:///{db.name}/bench.db")
     migrate(store)
     with session_scope(store) as s:

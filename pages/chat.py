@@ -46,7 +46,7 @@ st.sidebar.selectbox(
     tr("chat.character"),
     list(by_id),
     key="character_pick",
-    format_func=lambda i: inert(by_id[i].name) or tr("common.unnamed"),
+    format_func=lambda i: by_id[i].name or tr("common.unnamed"),  # options are plain text, not Markdown
     on_change=lambda: st.query_params.from_dict({"character": st.session_state.character_pick}),
 )
 

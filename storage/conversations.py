@@ -77,10 +77,9 @@ def append_message(
 ) -> Message:
     """Add a message as the next turn. Safe when several writers append at once.
 
-    The conversation row is locked first, so the next turn number is computed by one writer at a
-    time (SQLite serialises writers anyway with BEGIN IMMEDIATE; elsewhere `FOR UPDATE` does it).
+    The conversation row is locked first, so the next turn number is computed by one writer at a time.
     """
-    _lock(session, conversation_id)
+    _require(session, conversation_id, lock=True)
     last = session.exec(select(func.max(Message.turn)).where(Message.conversation_id == conversation_id)).one()
     message = Message(
         conversation_id=conversation_id,
@@ -100,7 +99,7 @@ def add_variant(
     session: Session, conversation_id: int, turn: int, text: str = "", status: MessageStatus | str = "partial"
 ) -> Message:
     """A new alternative reply for `turn`, chosen from now on."""
-    _lock(session, conversation_id)
+    _require(session, conversation_id, lock=True)
     existing = variants(session, conversation_id, turn)
     if not existing:
         raise LookupError(f"Turn {turn} does not exist in conversation {conversation_id}.")
@@ -221,18 +220,9 @@ def get_attachments(session: Session, attachment_ids: Sequence[int]) -> list[Att
     return [rows[i] for i in attachment_ids if i in rows]
 
 
-def _require(session: Session, conversation_id: int) -> Conversation:
+def _require(session: Session, conversation_id: int, lock: bool = False) -> Conversation:
     gone = ConversationGone(f"Conversation {conversation_id} no longer exists.")
-    return require(session, Conversation, conversation_id, gone)
-
-
-def _lock(session: Session, conversation_id: int) -> Conversation:
-    """The conversation row, locked until the transaction ends (a no-op lock on SQLite)."""
-    stmt = select(Conversation).where(Conversation.id == conversation_id).with_for_update()
-    conversation = session.exec(stmt).first()
-    if conversation is None:
-        raise ConversationGone(f"Conversation {conversation_id} no longer exists.")
-    return conversation
+    return require(session, Conversation, conversation_id, gone, lock)
 
 
 def _touch(session: Session, conversation_id: int) -> None:

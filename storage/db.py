@@ -87,9 +87,12 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def require(session: Session, table: type[Row], row_id: int, gone: Exception) -> Row:
-    """The row, or raise `gone`: another tab may have deleted it since this page was drawn."""
-    row = session.get(table, row_id)
+def require(session: Session, table: type[Row], row_id: int, gone: Exception, lock: bool = False) -> Row:
+    """The row, or raise `gone`: another tab may have deleted it since this page was drawn.
+
+    `lock` holds the row (`SELECT … FOR UPDATE`) until the transaction ends, so writers that derive
+    a value from its children take turns; SQLite needs no lock (BEGIN IMMEDIATE already serialises)."""
+    row = session.get(table, row_id, with_for_update=True if lock else None)
     if row is None:
         raise gone
     return row

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -58,8 +59,6 @@ def _pg_bin(name: str) -> str | None:
 
 
 def _user_exists(name: str) -> bool:
-    import pwd
-
     try:
         pwd.getpwnam(name)
     except KeyError:
@@ -68,7 +67,7 @@ def _user_exists(name: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server() -> Iterator[str]:
     """The URL of a PostgreSQL server: REFSHEET_TEST_POSTGRES_URL, or a private one started here from
     Debian's `postgresql` binaries (loopback only, thrown away afterwards). Skipped without either,
     unless REFSHEET_REQUIRE_POSTGRES is set (CI sets it)."""
@@ -81,7 +80,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if os.environ.get("REFSHEET_REQUIRE_POSTGRES"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    data = Path(tempfile.mkdtemp(prefix="refsheet-pg-"))
+    data = Path(tempfile.mkdtemp(prefix="refsheet-pg-"))  # not pytest's tmp dirs: the postgres user needs in
     as_owner: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root: run the server as Debian's postgres user
         shutil.chown(data, "postgres", "postgres")
