@@ -36,16 +36,21 @@ import torch
 from PIL import Image
 
 from bench.checkpoints import build_realistic, build_tiny
-from core import chat, model_thread
-from core.generation import ChatEngine, ReplyRequest
-from core.kvcache import MB, KVStore
-from core.model import load_model
-from core.prompts import Profile, PromptImage, Turn, build_messages, character_prompt
+from core import characters, conversations, turns
+from core.backend import ReplyRequest
+from core.gemma import model_thread
+from core.gemma.engine import ChatEngine
+from core.gemma.kvcache import MB, KVStore
+from core.gemma.model import load_model
+from core.profile import Profile
+from core.prompts import PromptImage, Turn, build_messages, character_prompt
 from core.sampling import SamplerSettings
 from core.settings import Settings
 from core.sheets import decode, prepare_image
-from storage import characters as chars
+from core.users import LOCAL_USER
+from storage import conversations as convs
 from storage.db import make_engine, migrate, session_scope
+from storage.tables import MessageStatus, Role
 
 ROOT = Path(__file__).resolve().parents[1]
 SHEET = ROOT.parent / "shared" / "images" / "seraphina_neutral.png"
@@ -186,9 +191,8 @@ def decode_speed(handle, prefix, history: list[Turn], tokens: int, repeats: int)
     db = tempfile.TemporaryDirectory()
     store = make_engine(f"sqlite:///{db.name}/bench.db")
     migrate(store)
-    with session_scope(store) as s:
-        character = chars.create_character(s, [prepare_image(images[0].data, "sheet.png")], name="Bench")
-        conversation_id = chat.open_conversation(s, character)[0].id
+    character = characters.create(store, LOCAL_USER, {"name": "Bench"}, [prepare_image(images[0].data, "sheet.png")])
+    conversation_id = conversations.start(store, LOCAL_USER, character.id).id
     ids = encoded.input_ids.to(handle.model.device)
 
     @torch.no_grad()
@@ -208,9 +212,10 @@ def decode_speed(handle, prefix, history: list[Turn], tokens: int, repeats: int)
         raw.append((len(timer.times) - 1) / (timer.times[-1] - timer.times[0]))
         # Ours from the same warm state: a conversation-cache hit, streamed and saved to SQLite.
         engine.kv.remember("bench:decode", encoded.ids[:-1], model_thread.run(copy.deepcopy, prefilled))
-        message_id, _ = chat.start_reply(store, conversation_id)
+        with session_scope(store) as s:  # the reply row, as `turns.reply` makes it
+            row = convs.append_message(s, conversation_id, Role.ASSISTANT, "", status=MessageStatus.PARTIAL)
         stream = engine.stream(replace(request, conversation_key="bench:decode"))
-        for _chunk in chat.stream_into(store, message_id, stream):
+        for _chunk in turns.ReplyRun(store, row.id, row.turn, stream, "en"):
             pass
         assert stream.stats.cache == "conversation"
         ours.append(stream.stats.tokens_per_s)

@@ -19,24 +19,24 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from core.i18n import t
+from core.errors import UserError
+from core.profile import CARD_LIST_FIELDS as LIST_FIELDS
+from core.profile import CARD_TEXT_FIELDS as TEXT_FIELDS
 
 NAMESPACE = "refsheet_chat"  # our key inside `extensions`
-TEXT_FIELDS = ("name", "description", "personality", "scenario", "first_mes", "mes_example", "creator_notes",
-               "system_prompt", "post_history_instructions", "creator", "character_version")  # fmt: skip
-LIST_FIELDS = ("alternate_greetings", "tags")
 V3_ONLY = ("nickname", "creator_notes_multilingual", "source", "group_only_greetings", "assets", "creation_date",
            "modification_date")  # fmt: skip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class CardError(ValueError):
-    def __init__(self, code: str, name: str = "") -> None:
-        self.code, self.name = code, name or "file"
-        super().__init__(self.message("en"))
+class CardError(UserError):
+    """A file that is not a card we can read; the message names the file."""
 
-    def message(self, lang: str = "en") -> str:
-        return t(f"card.{self.code}", lang, name=self.name)
+    namespace = "card"
+
+    def __init__(self, code: str, name: str = "") -> None:
+        self.name = name or "file"
+        super().__init__(code, name=self.name)
 
 
 @dataclass

@@ -7,6 +7,9 @@ speaks), which lives in `core.prompts`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 UI_LANGUAGES: dict[str, str] = {"en": "English", "zh": "简体中文"}
 
 STRINGS: dict[str, dict[str, str]] = {
@@ -137,6 +140,29 @@ STRINGS: dict[str, dict[str, str]] = {
         "{budget}。请在角色库中精简角色资料、删除多余的参考图、在回复设置中调低最长回复，或调高 "
         "REFSHEET_CONTEXT_TOKENS。",
     },
+    # What services refuse, and what is not there (deleted in another tab, or never there).
+    "refused.no_main_sheet": {"en": "Upload the main reference sheet first.", "zh": "请先上传主设定图。"},
+    "refused.last_image": {
+        "en": "A character needs at least one reference sheet; add another before removing this one.",
+        "zh": "角色至少需要一张设定图；请先添加另一张再移除这张。",
+    },
+    "refused.bad_field": {
+        "en": "The field “{field}” holds a value of the wrong kind; nothing was saved.",
+        "zh": "字段 “{field}” 的值类型不正确；尚未保存任何内容。",
+    },
+    "notfound.character": {
+        "en": "That character is not here (it may have been deleted).",
+        "zh": "找不到这个角色（可能已被删除）。",
+    },
+    "notfound.conversation": {
+        "en": "That conversation is not here (it may have been deleted).",
+        "zh": "找不到这个对话（可能已被删除）。",
+    },
+    "notfound.message": {
+        "en": "That message is not here any more (it may have been deleted in another tab).",
+        "zh": "这条消息已不存在（可能已在其他标签页中删除）。",
+    },
+    "notfound.image": {"en": "That image is not here any more.", "zh": "这张图片已不存在。"},
     # Shared.
     "ui.language": {"en": "Language", "zh": "界面语言"},
     "common.cancel": {"en": "Cancel", "zh": "取消"},
@@ -146,8 +172,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "common.last_activity": {"en": "Last activity {when}", "zh": "最近活动 {when}"},
     # Model status.
     "model.ready": {
-        "en": "Model ready: {source} · {quantization} · {device} · {footprint}",
-        "zh": "模型已就绪：{source} · {quantization} · {device} · {footprint}",
+        "en": "Model ready: {description}",
+        "zh": "模型已就绪：{description}",
     },
     "model.loading": {"en": "Loading the model: {phase}", "zh": "正在加载模型：{phase}"},
     "model.not_loaded": {
@@ -193,21 +219,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "create.extra_images": {"en": "More reference images (optional)", "zh": "更多参考图（可选）"},
     "create.extra_help": {"en": "Other angles, expressions, outfits.", "zh": "其他角度、表情、服装。"},
     "create.main_caption": {"en": "Main sheet", "zh": "主设定图"},
-    "create.name": {"en": "Name", "zh": "名字"},
-    "create.name_placeholder": {"en": "Leave empty to let the sheet speak for itself", "zh": "留空则由设定图决定"},
-    "create.notes": {"en": "Notes", "zh": "备注"},
-    "create.notes_placeholder": {
-        "en": "Things the picture does not show: name, personality, habits, past…",
-        "zh": "图上看不出的信息：名字、性格、习惯、经历……",
-    },
-    "create.language": {"en": "The character replies in", "zh": "角色回复使用的语言"},
     "create.more": {"en": "More details (optional)", "zh": "更多设定（可选）"},
-    "create.greeting_help": {
-        "en": "Leave empty and the character greets you in its own words, from the sheet.",
-        "zh": "留空则由角色根据设定图自行打招呼。",
-    },
     "create.submit": {"en": "Create character", "zh": "创建角色"},
-    "create.need_main": {"en": "Upload the main reference sheet first.", "zh": "请先上传主设定图。"},
     "create.fix_uploads": {
         "en": "Some images cannot be used (see above). Remove or replace them; nothing was saved.",
         "zh": "部分图片无法使用（见上文）。请移除或替换；尚未保存任何内容。",
@@ -215,9 +228,25 @@ STRINGS: dict[str, dict[str, str]] = {
     "create.done": {"en": "{name} is ready.", "zh": "{name} 已创建。"},
     "create.start_chatting": {"en": "Start chatting", "zh": "开始聊天"},
     "create.another": {"en": "Create another", "zh": "再创建一个"},
-    # Character fields.
+    # Character fields: the label, and optional help and placeholder.
+    "field.name": {"en": "Name", "zh": "名字"},
+    "field.name.placeholder": {"en": "Leave empty to let the sheet speak for itself", "zh": "留空则由设定图决定"},
+    "field.notes": {"en": "Notes", "zh": "备注"},
+    "field.notes.placeholder": {
+        "en": "Things the picture does not show: name, personality, habits, past…",
+        "zh": "图上看不出的信息：名字、性格、习惯、经历……",
+    },
+    "field.language": {"en": "The character replies in", "zh": "角色回复使用的语言"},
     "field.first_mes": {"en": "Greeting (first message)", "zh": "开场白（第一条消息）"},
+    "field.first_mes.help": {
+        "en": "Leave empty and the character greets you in its own words, from the sheet.",
+        "zh": "留空则由角色根据设定图自行打招呼。",
+    },
     "field.alternate_greetings": {"en": "Alternate greetings", "zh": "备选开场白"},
+    "field.alternate_greetings.help": {
+        "en": "Separate greetings with a line holding only ---",
+        "zh": "各开场白之间用仅含 --- 的一行分隔",
+    },
     "field.description": {"en": "Description", "zh": "描述"},
     "field.personality": {"en": "Personality", "zh": "性格"},
     "field.scenario": {"en": "Scenario", "zh": "场景"},
@@ -252,10 +281,6 @@ STRINGS: dict[str, dict[str, str]] = {
     "library.deleted": {"en": "Deleted {name}.", "zh": "已删除 {name}。"},
     "library.back": {"en": "Back to the library", "zh": "返回角色库"},
     "library.saved": {"en": "Saved.", "zh": "已保存。"},
-    "library.alternates_help": {
-        "en": "Separate greetings with a line holding only ---",
-        "zh": "各开场白之间用仅含 --- 的一行分隔",
-    },
     "library.images": {"en": "Reference images", "zh": "参考图"},
     "library.book": {
         "en": "Character book: {count} entries, used when a conversation mentions their keys",
@@ -365,6 +390,23 @@ STRINGS: dict[str, dict[str, str]] = {
     "create.card_picture": {"en": "Card picture", "zh": "角色卡图片"},
     "library.export_card": {"en": "Export character card (PNG)", "zh": "导出角色卡（PNG）"},
 }
+
+
+@dataclass(frozen=True)
+class Text:
+    """A sentence to show later, in the viewer's language: an i18n key and its parameters.
+
+    Statuses, progress phases and errors carry these instead of finished sentences, so one server
+    can tell two viewers the same thing in two languages."""
+
+    key: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def render(self, lang: str = "en") -> str:
+        return t(self.key, lang, **self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "params": dict(self.params)}
 
 
 def t(key: str, lang: str = "en", **params: object) -> str:

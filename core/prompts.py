@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.lore import Lorebook, LoreEntry
+from core.profile import Profile
 
 # The seed's ten reply languages: the name shown, and how the instruction names it.
 REPLY_LANGUAGES: dict[str, str] = {
@@ -63,25 +64,6 @@ class CharacterPrompt:
             h.update(img.sha256.encode())
         h.update(self.kickoff.encode())
         return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class Profile:
-    """The character fields that go into a prompt (creator notes never do)."""
-
-    name: str = ""
-    notes: str = ""
-    language: str = DEFAULT_LANGUAGE
-    description: str = ""
-    personality: str = ""
-    scenario: str = ""
-    mes_example: str = ""
-    system_prompt: str = ""
-    post_history_instructions: str = ""
-
-    @classmethod
-    def of(cls, character: Any) -> Profile:
-        return cls(**{f: getattr(character, f) or "" for f in cls.__dataclass_fields__})
 
 
 def fill_placeholders(text: str, name: str, user: str = "you") -> str:

@@ -5,18 +5,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from core.errors import UserError
 from core.i18n import t
 
 
-class InvalidSampler(ValueError):
-    """Sampler settings out of range; `problems` holds (i18n key, params) pairs."""
+class InvalidSampler(UserError):
+    """Sampler settings out of range; `problems` holds (i18n key, params) pairs, one per bad value."""
+
+    namespace = "sampler"
 
     def __init__(self, problems: list[tuple[str, dict[str, Any]]]) -> None:
         self.problems = problems
-        super().__init__(" ".join(self.messages("en")))
+        key, params = problems[0]
+        super().__init__(key.removeprefix("sampler."), **params)
 
     def messages(self, lang: str = "en") -> list[str]:
         return [t(key, lang, **params) for key, params in self.problems]
+
+    def message(self, lang: str = "en") -> str:
+        return " ".join(self.messages(lang))
 
 
 @dataclass(frozen=True)

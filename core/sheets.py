@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from core.i18n import t
+from core.errors import UserError
 
 ACCEPTED_FORMATS: dict[str, str] = {
     "PNG": "image/png",
@@ -33,16 +34,13 @@ THUMBNAIL_MIME = "image/jpeg"
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-class ImageRejected(ValueError):
+class ImageRejected(UserError):
     """An upload we will not store. `code` selects the message; `params` fill it in."""
 
-    def __init__(self, code: str, name: str = "", **params: Any) -> None:
-        self.code = code
-        self.params = {"name": name or "file", **params}
-        super().__init__(t(f"image.{code}", "en", **self.params))
+    namespace = "image"
 
-    def message(self, lang: str = "en") -> str:
-        return t(f"image.{self.code}", lang, **self.params)
+    def __init__(self, code: str, name: str = "", **params: Any) -> None:
+        super().__init__(code, name=name or "file", **params)
 
 
 @dataclass(frozen=True)
@@ -90,6 +88,22 @@ def prepare_image(data: bytes, name: str = "", limits: ImageLimits | None = None
         original_name=name,
         original_format=fmt,
     )
+
+
+def check_uploads(
+    uploads: Iterable[tuple[str, bytes]], limits: ImageLimits | None = None
+) -> tuple[list[PreparedImage], list[ImageRejected]]:
+    """The one upload validator: every (name, bytes) prepared, or the reason it was refused.
+
+    Callers store nothing unless the second list is empty, so a batch is kept whole or not at all."""
+    good: list[PreparedImage] = []
+    bad: list[ImageRejected] = []
+    for name, data in uploads:
+        try:
+            good.append(prepare_image(data, name, limits))
+        except ImageRejected as exc:
+            bad.append(exc)
+    return good, bad
 
 
 def decode(data: bytes) -> Image.Image:

@@ -14,30 +14,10 @@ from sqlalchemy import func, or_
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, delete, select
 
-from core.sheets import ImageLimits, PreparedImage, prepare_image
 from storage.db import require, touch
-from storage.tables import Character, Conversation, SheetImage, utcnow
+from storage.tables import Character, CharacterProfile, Conversation, ImageData, SheetImage, utcnow
 
-PROFILE_FIELDS: tuple[str, ...] = (
-    "name",
-    "notes",
-    "language",
-    "description",
-    "personality",
-    "scenario",
-    "first_mes",
-    "alternate_greetings",
-    "mes_example",
-    "system_prompt",
-    "post_history_instructions",
-    "creator_notes",
-    "tags",
-    "creator",
-    "character_version",
-    "extensions",
-    "character_book",
-    "owner",
-)
+PROFILE_FIELDS: tuple[str, ...] = tuple(CharacterProfile.model_fields)
 
 
 class StorageError(ValueError):
@@ -57,42 +37,26 @@ class CharacterSummary:
     last_activity: datetime
 
 
-def _sheet_from(character_id: int, position: int, image: PreparedImage) -> SheetImage:
-    return SheetImage(
-        character_id=character_id,
-        position=position,
-        original_name=image.original_name,
-        mime_type=image.mime_type,
-        width=image.width,
-        height=image.height,
-        sha256=image.sha256,
-        data=image.data,
-        thumbnail=image.thumbnail,
-    )
-
-
-def create_character(session: Session, images: Sequence[PreparedImage], **profile: Any) -> Character:
+def create_character(
+    session: Session, images: Sequence[ImageData], owner: str | None = None, **profile: Any
+) -> Character:
     """Store a character with its images (the first is the main sheet) in the caller's transaction."""
+    if not images:
+        raise StorageError("A character needs a main reference sheet.")
     unknown = set(profile) - set(PROFILE_FIELDS)
     if unknown:
         raise TypeError(f"unknown character fields: {sorted(unknown)}")
-    character = Character(**profile)
+    character = Character(**profile, owner=owner)
     session.add(character)
     session.flush()
     for position, image in enumerate(images):
-        session.add(_sheet_from(character.id, position, image))
+        session.add(SheetImage.from_image(image, character_id=character.id, position=position))
     session.flush()
     return character
 
 
-def create_from_uploads(
-    session: Session, uploads: Sequence[tuple[str, bytes]], limits: ImageLimits, **profile: Any
-) -> Character:
-    """Validate every upload first (raising `ImageRejected` before any write), then store."""
-    if not uploads:
-        raise StorageError("A character needs a main reference sheet.")
-    images = [prepare_image(data, name, limits) for name, data in uploads]
-    return create_character(session, images, **profile)
+def count_characters(session: Session) -> int:
+    return session.exec(select(func.count(Character.id))).one()
 
 
 def get_character(session: Session, character_id: int) -> Character | None:
@@ -118,23 +82,15 @@ def delete_character(session: Session, character_id: int) -> None:
     session.expunge_all()
 
 
-def duplicate_character(session: Session, character_id: int, name_suffix: str = " (copy)") -> Character:
+def duplicate_character(
+    session: Session, character_id: int, name_suffix: str = " (copy)", owner: str | None = None
+) -> Character:
     """A new character with the same profile and images, and no conversations."""
     source = _require(session, character_id)
     profile = {k: getattr(source, k) for k in PROFILE_FIELDS}
     profile["name"] = f"{source.name}{name_suffix}"
-    copy = Character(**profile)
-    session.add(copy)
-    session.flush()
-    for sheet in get_images(session, character_id):
-        session.add(
-            SheetImage(
-                **sheet.model_dump(exclude={"id", "character_id", "created_at"}),
-                character_id=copy.id,
-            )
-        )
-    session.flush()
-    return copy
+    owner = owner if owner is not None else source.owner
+    return create_character(session, get_images(session, character_id), owner=owner, **profile)
 
 
 def list_characters(session: Session, query: str = "", owner: str | None = None) -> list[CharacterSummary]:
@@ -211,12 +167,14 @@ def get_thumbnails(session: Session, character_id: int) -> list[SheetImage]:
     return list(session.exec(stmt).all())
 
 
-def add_images(session: Session, character_id: int, images: Iterable[PreparedImage]) -> list[SheetImage]:
+def add_images(session: Session, character_id: int, images: Iterable[ImageData]) -> list[SheetImage]:
     """Append images after the existing ones."""
     _require(session, character_id)
     last = session.exec(select(func.max(SheetImage.position)).where(SheetImage.character_id == character_id)).one()
     start = -1 if last is None else last
-    added = [_sheet_from(character_id, start + 1 + i, img) for i, img in enumerate(images)]
+    added = [
+        SheetImage.from_image(img, character_id=character_id, position=start + 1 + i) for i, img in enumerate(images)
+    ]
     session.add_all(added)
     _touch(session, character_id)
     session.flush()

@@ -7,13 +7,24 @@ for the same turn and makes it the chosen one; the older ones stay, to page back
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, delete, func, select, update
 
-from core.sheets import PreparedImage
 from storage.db import require, touch
-from storage.tables import Attachment, Conversation, Message, MessageStatus, Role, utcnow
+from storage.tables import (
+    Attachment,
+    Character,
+    Conversation,
+    ImageData,
+    Message,
+    MessageStatus,
+    Role,
+    SheetImage,
+    utcnow,
+)
 
 
 class ConversationGone(LookupError):
@@ -43,6 +54,35 @@ def list_conversations(
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(session.exec(stmt).all())
+
+
+@dataclass(frozen=True)
+class RecentConversation:
+    """A conversation as a "continue where you left off" row shows it: no messages, no full images."""
+
+    id: int
+    title: str
+    updated_at: datetime
+    character_id: int
+    character_name: str
+    thumbnail: bytes | None = field(repr=False)
+
+
+def recent_conversations(session: Session, limit: int = 8) -> list[RecentConversation]:
+    """The most recently active conversations with their character's name and main thumbnail."""
+    thumb = (
+        select(SheetImage.thumbnail)
+        .where(SheetImage.character_id == Conversation.character_id, SheetImage.position == 0)
+        .correlate(Conversation)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Conversation.id, Conversation.title, Conversation.updated_at, Character.id, Character.name, thumb)
+        .join(Character, col(Character.id) == Conversation.character_id)
+        .order_by(col(Conversation.updated_at).desc(), col(Conversation.id).desc())
+        .limit(limit)
+    )
+    return [RecentConversation(*row) for row in session.exec(stmt).all()]
 
 
 def rename_conversation(session: Session, conversation_id: int, title: str) -> Conversation:
@@ -196,17 +236,8 @@ def delete_after(session: Session, conversation_id: int, turn: int) -> None:
     session.expire_all()
 
 
-def add_attachment(session: Session, conversation_id: int, image: PreparedImage) -> Attachment:
-    attachment = Attachment(
-        conversation_id=conversation_id,
-        original_name=image.original_name,
-        mime_type=image.mime_type,
-        width=image.width,
-        height=image.height,
-        sha256=image.sha256,
-        data=image.data,
-        thumbnail=image.thumbnail,
-    )
+def add_attachment(session: Session, conversation_id: int, image: ImageData) -> Attachment:
+    attachment = Attachment.from_image(image, conversation_id=conversation_id)
     session.add(attachment)
     session.flush()
     return attachment

@@ -1,6 +1,8 @@
 """The tables: characters, their sheet images, conversations, messages and chat attachments.
 
-Character fields mirror a Tavern Card V2 so that an imported card round-trips; our own data
+`CharacterProfile` is the one definition of a character's profile: the `character` table inherits
+it, and the prompt, the card mapping and the forms read their field lists from its metadata (see
+`core.profile`). Its fields mirror a Tavern Card V2 so an imported card round-trips; our own data
 (notes, reply language) sits beside them. Several replies for one turn share `(conversation, turn)`
 with distinct `variant`s, and exactly one of them is `chosen`: the story continues from that one.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, Self
 
 from sqlalchemy import JSON, Column, ForeignKey, Integer, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -25,6 +27,20 @@ def _fk(target: str) -> Any:
     return Field(sa_column=Column(Integer, ForeignKey(target, ondelete="CASCADE"), nullable=False, index=True))
 
 
+def _profile_field(kind: str, *, prompt: bool = False, card: bool = True, **options: Any) -> Any:
+    """A profile field. `kind` says how it is edited (line, text, greetings, tags, language, data);
+    `prompt`: the model reads it; `card`: a Tavern card `data` field of the same name."""
+    if kind in ("greetings", "tags"):
+        options.update(default_factory=list, sa_type=JSON, nullable=False)
+    elif kind == "data":
+        if "default" not in options:
+            options["default_factory"] = dict
+        options.update(sa_type=JSON)
+    else:
+        options.setdefault("default", "")
+    return Field(schema_extra={"json_schema_extra": {"kind": kind, "prompt": prompt, "card": card}}, **options)
+
+
 class Role(StrEnum):
     USER = "user"
     ASSISTANT = "assistant"
@@ -36,29 +52,45 @@ class MessageStatus(StrEnum):
     ERROR = "error"  # nothing came back; `error` says why
 
 
-class Character(SQLModel, table=True):
+class CharacterProfile(SQLModel):
+    """Everything a user or a card says about a character, in form order."""
+
+    name: str = _profile_field("line", prompt=True, index=True)
+    notes: str = _profile_field("text", prompt=True, card=False)  # the user's words: what the picture does not show
+    language: str = _profile_field("language", prompt=True, card=False, default="English")  # the reply language
+    first_mes: str = _profile_field("text")
+    alternate_greetings: list[str] = _profile_field("greetings")
+    description: str = _profile_field("text", prompt=True)
+    personality: str = _profile_field("text", prompt=True)
+    scenario: str = _profile_field("text", prompt=True)
+    mes_example: str = _profile_field("text", prompt=True)
+    system_prompt: str = _profile_field("text", prompt=True)
+    post_history_instructions: str = _profile_field("text", prompt=True)
+    creator_notes: str = _profile_field("text")  # shown to people, never put in a prompt
+    tags: list[str] = _profile_field("tags")
+    creator: str = _profile_field("line")
+    character_version: str = _profile_field("line")
+    extensions: dict[str, Any] = _profile_field("data", nullable=False)
+    character_book: dict[str, Any] | None = _profile_field("data", default=None, nullable=True)
+
+
+class Character(CharacterProfile, table=True):
     id: int | None = Field(default=None, primary_key=True)
-    owner: str | None = Field(default=None, index=True)  # for multi-user deployments
-    name: str = Field(default="", index=True)
-    notes: str = ""  # the user's own words: what the picture does not show
-    language: str = "English"  # the language the character replies in
-    # Tavern Card V2 profile fields.
-    description: str = ""
-    personality: str = ""
-    scenario: str = ""
-    first_mes: str = ""
-    alternate_greetings: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    mes_example: str = ""
-    system_prompt: str = ""
-    post_history_instructions: str = ""
-    creator_notes: str = ""  # shown to people, never put in a prompt
-    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    creator: str = ""
-    character_version: str = ""
-    extensions: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    character_book: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    owner: str | None = Field(default=None, index=True)  # the acting user's id (teams); None before teams
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class ImageData(Protocol):
+    """A validated, normalized picture (`core.sheets.PreparedImage` is one): what a row stores."""
+
+    data: bytes
+    thumbnail: bytes
+    width: int
+    height: int
+    sha256: str
+    original_name: str
+    mime_type: str
 
 
 class StoredImage(SQLModel):
@@ -72,6 +104,12 @@ class StoredImage(SQLModel):
     data: bytes = Field(sa_type=LargeBinary, nullable=False)
     thumbnail: bytes = Field(sa_type=LargeBinary, nullable=False)
     created_at: datetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def from_image(cls, image: ImageData, **keys: Any) -> Self:
+        """The one conversion from a prepared picture to a row (`keys`: the owning row and position)."""
+        fields = ("original_name", "mime_type", "width", "height", "sha256", "data", "thumbnail")
+        return cls(**{name: getattr(image, name) for name in fields}, **keys)
 
 
 class SheetImage(StoredImage, table=True):

@@ -151,7 +151,7 @@ def tiny_text_only_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_handle(tiny_checkpoint: Path):
     """The tiny checkpoint loaded through the production loader (bf16, CPU)."""
-    from core.model import load_model
+    from core.gemma.model import load_model
     from core.settings import Settings
 
     return load_model(Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu"))
@@ -160,7 +160,7 @@ def tiny_handle(tiny_checkpoint: Path):
 @pytest.fixture
 def chat_engine(tiny_handle):
     """A fresh engine (own queue and caches) over the shared tiny model."""
-    from core.generation import ChatEngine
+    from core.gemma.engine import ChatEngine
 
     return ChatEngine(tiny_handle)
 
@@ -212,7 +212,7 @@ def new_app(page: str | None = None, **query: object):
 def tiny_handle_f32(tiny_checkpoint: Path):
     """The tiny checkpoint in float32: cached and uncached prefill then agree to ~1e-7, so greedy
     equality tests check the cache logic rather than bf16 rounding of different chunk sizes."""
-    from core.model import load_model
+    from core.gemma.model import load_model
     from core.settings import Settings
 
     return load_model(Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu", dtype="float32"))

@@ -210,7 +210,7 @@ def test_conversations_new_rename_delete_and_deep_links(app_env, app_db, neutral
     assert int(linked.query_params["conversation"]) == first
 
     button(at, "", key="delete_conversation").click().run()
-    button(at, "", key="confirm_conv_delete").click().run()
+    button(at, "", key="confirm_conv_delete_yes").click().run()
     with Session(app_db) as s:
         assert [c.id for c in convs.list_conversations(s, character)] == [first]
 

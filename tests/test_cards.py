@@ -11,7 +11,8 @@ from PIL import Image
 from sqlmodel import Session
 
 from core.cards import NAMESPACE, CardError, profile_from_card, read_card, write_card_png
-from core.prompts import Profile, character_prompt
+from core.profile import profile_of
+from core.prompts import character_prompt
 from core.sheets import prepare_image
 from storage import characters as chars
 from storage.db import session_scope
@@ -97,6 +98,5 @@ def test_creator_notes_stay_out_of_the_prompt(card_png: bytes) -> None:
     sheet = prepare_image(card.image)
     from core.prompts import PromptImage
 
-    prompt = character_prompt(Profile(**{k: profile.get(k, "") for k in Profile.__dataclass_fields__}),
-                              [PromptImage(sheet.sha256, sheet.data)])  # fmt: skip
+    prompt = character_prompt(profile_of(profile), [PromptImage(sheet.sha256, sheet.data)])
     assert "contest winner" not in prompt.instruction and "Seraphina" in prompt.instruction

@@ -7,31 +7,31 @@ import threading
 import pytest
 from sqlmodel import Session
 
-from core import chat
-from core.generation import ChatEngine
+from core import characters, conversations, turns
+from core.backend import ContextOverflow
+from core.gemma.engine import ChatEngine
+from core.sampling import SamplerSettings
 from core.sheets import prepare_image
-from storage import characters as chars
+from core.users import LOCAL_USER
 from storage import conversations as convs
-from storage.db import session_scope
 from storage.tables import Message, MessageStatus
 
 
 @pytest.fixture
 def conversation(engine, neutral_png: bytes) -> int:
-    with session_scope(engine) as s:
-        character = chars.create_character(s, [prepare_image(neutral_png, "sheet.png")], name="Sera", first_mes="Hi.")
-        conv, needs_greeting = chat.open_conversation(s, character)
-        assert not needs_greeting
-        chat.add_user_message(s, conv.id, "Tell me a long story about the forest and its guardians")
-        convs.save_settings(s, conv.id, {"temperature": 0, "max_new_tokens": 400})
-        return conv.id
+    character = characters.create(
+        engine, LOCAL_USER, {"name": "Sera", "first_mes": "Hi."}, [prepare_image(neutral_png, "sheet.png")]
+    )
+    conv = conversations.start(engine, LOCAL_USER, character.id)
+    assert [b.text for b in turns.story(engine, LOCAL_USER, conv.id)] == ["Hi."]  # the saved greeting
+    turns.send(engine, LOCAL_USER, conv.id, "Tell me a long story about the forest and its guardians")
+    conversations.save_sampler(engine, LOCAL_USER, conv.id, SamplerSettings(temperature=0, max_new_tokens=400))
+    return conv.id
 
 
 def _reply(engine, chat_engine: ChatEngine, conversation: int, stop: threading.Event | None = None, lang: str = "en"):
-    with Session(engine) as s:
-        request = chat.build_request(s, conversation)
-    message_id, _ = chat.start_reply(engine, conversation)
-    return message_id, chat.stream_into(engine, message_id, chat_engine.stream(request, stop), lang)
+    run = turns.reply(engine, LOCAL_USER, chat_engine, conversation, stop=stop, lang=lang)
+    return run.message_id, run
 
 
 def _row(engine, message_id: int) -> Message:
@@ -39,8 +39,8 @@ def _row(engine, message_id: int) -> Message:
         return s.get(Message, message_id)
 
 
-def test_the_user_message_and_an_unfinished_reply_row_exist_before_generation(engine, conversation) -> None:
-    message_id, _ = chat.start_reply(engine, conversation)
+def test_the_user_message_and_an_unfinished_reply_row_exist_before_generation(engine, chat_engine, conversation):
+    message_id, _ = _reply(engine, chat_engine, conversation)  # started, not iterated yet
     with Session(engine) as s:
         texts = [(m.role, m.text, m.status) for m in convs.list_messages(s, conversation)]
     assert texts[1] == ("user", "Tell me a long story about the forest and its guardians", "complete")
@@ -49,7 +49,7 @@ def test_the_user_message_and_an_unfinished_reply_row_exist_before_generation(en
 
 
 def test_reply_is_saved_while_it_streams_then_completed(engine, chat_engine, conversation, monkeypatch) -> None:
-    monkeypatch.setattr(chat, "FLUSH_CHUNKS", 5)
+    monkeypatch.setattr(turns, "FLUSH_CHUNKS", 5)
     message_id, chunks = _reply(engine, chat_engine, conversation)
     seen, saved_midway = [], None
     for chunk in chunks:
@@ -88,10 +88,10 @@ def test_a_page_that_goes_away_mid_reply_keeps_the_text(engine, chat_engine, con
 
 
 def test_a_failure_is_recorded_on_the_row(engine, chat_engine, conversation) -> None:
-    with session_scope(engine) as s:
-        convs.save_settings(s, conversation, {"temperature": 0, "max_new_tokens": 4096})  # beyond the context
+    too_long = SamplerSettings(temperature=0, max_new_tokens=4096)  # beyond the context
+    conversations.save_sampler(engine, LOCAL_USER, conversation, too_long)
     message_id, chunks = _reply(engine, chat_engine, conversation, lang="zh")
-    with pytest.raises(ValueError, match="the model's context holds"):
+    with pytest.raises(ContextOverflow, match="the model's context holds"):
         list(chunks)
     row = _row(engine, message_id)
     # Stored in the user's language, saying what to shorten: here the reply length leaves no room.

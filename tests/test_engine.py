@@ -14,9 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.generation import ChatEngine, ContextOverflow, ReplyRequest, collect
-from core.model import ModelLoadError, ModelSlot, load_model
-from core.prompts import Profile, Turn, build_messages, character_prompt
+from core.backend import ContextOverflow, ReplyRequest, collect
+from core.gemma.backend import GemmaBackend
+from core.gemma.engine import ChatEngine
+from core.gemma.model import ModelLoadError, load_model
+from core.i18n import Text
+from core.profile import Profile
+from core.prompts import Turn, build_messages, character_prompt
 from core.sampling import InvalidSampler, SamplerSettings
 from core.settings import Settings
 
@@ -164,7 +168,8 @@ def test_4bit_without_bitsandbytes_falls_back_with_a_notice(
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on a machine where it is not installed
     handle = load_model(Settings(model_id=str(tiny_checkpoint), quantization="4bit", device="cpu"))
     assert handle.quantization == "none"
-    assert "4bit quantization needs bitsandbytes" in handle.notice and "bf16" in handle.notice
+    notice = handle.notice.render("en")
+    assert "4bit quantization needs bitsandbytes" in notice and "bf16" in notice
 
 
 @pytest.mark.parametrize(
@@ -187,34 +192,37 @@ def test_text_only_checkpoint_says_it_cannot_see(tiny_text_only_checkpoint: Path
     assert "看不到图片" in info.value.message("zh")
 
 
-def test_model_slot_loads_lazily_once_and_reports_status(tiny_checkpoint: Path) -> None:
+def test_backend_loads_lazily_once_and_reports_status(tiny_checkpoint: Path) -> None:
     calls = []
 
     def loader(settings, progress):
         calls.append(settings.model_id)
-        progress("Loading the model…")
+        progress(Text("model.phase.load", {"quantization": "none", "device": "cpu"}))
         return load_model(settings, progress)
 
-    slot = ModelSlot(Settings(model_id=str(tiny_checkpoint), quantization="none"), ChatEngine, loader)
-    assert slot.status().state == "not_loaded" and calls == []
-    phases: list[str] = []
+    backend = GemmaBackend(Settings(model_id=str(tiny_checkpoint), quantization="none"), ChatEngine, loader)
+    assert backend.status().state == "idle" and calls == []
+    phases: list[Text] = []
     engines = []
-    threads = [threading.Thread(target=lambda: engines.append(slot.engine(phases.append))) for _ in range(3)]
+    threads = [threading.Thread(target=lambda: engines.append(backend.engine(phases.append))) for _ in range(3)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     assert len(calls) == 1 and len({id(e) for e in engines}) == 1  # one load, one shared engine
-    status = slot.status()
-    assert status.state == "ready" and status.quantization == "none" and status.device == "cpu"
-    assert status.footprint_bytes > 0 and phases
+    status = backend.status()
+    # "tiny-gemma3… · none · cpu · 3 MB": what was loaded, how, where, and how much memory it takes
+    _name, quantization, device, footprint = status.description.split(" · ")
+    assert status.state == "ready" and quantization == "none" and device == "cpu"
+    assert footprint.endswith("MB") and phases
+    assert phases[0].render("zh") == "正在加载模型（none，cpu）…"  # each viewer reads the phase in their language
 
 
-def test_model_slot_remembers_a_failure() -> None:
-    slot = ModelSlot(Settings(model_id="/missing/model", device="cpu"), ChatEngine)
+def test_backend_remembers_a_failure() -> None:
+    backend = GemmaBackend(Settings(model_id="/missing/model", device="cpu"), ChatEngine)
     with pytest.raises(ModelLoadError):
-        slot.engine()
-    status = slot.status()
+        backend.engine()
+    status = backend.status()
     assert status.state == "failed" and status.error.code == "missing_folder"
 
 

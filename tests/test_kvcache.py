@@ -12,10 +12,12 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from core.generation import ChatEngine, ReplyRequest
-from core.kvcache import MB, KVStore
+from core.backend import ReplyRequest
+from core.gemma.engine import ChatEngine
+from core.gemma.kvcache import MB, KVStore
 from core.lore import Lorebook
-from core.prompts import Profile, PromptImage, Turn, character_prompt
+from core.profile import Profile
+from core.prompts import PromptImage, Turn, character_prompt
 from core.sampling import SamplerSettings
 from core.sheets import prepare_image
 from tests.conftest import encode
@@ -166,13 +168,15 @@ def test_each_image_is_encoded_once(cached, prefix) -> None:
 
 
 def test_model_status_reports_cache_use(tiny_checkpoint) -> None:
-    from core.model import ModelSlot
+    from core.gemma.backend import GemmaBackend
     from core.settings import Settings
 
-    slot = ModelSlot(Settings(model_id=str(tiny_checkpoint), quantization="none"),
-                     lambda h: ChatEngine(h, KVStore(64 * MB)))  # fmt: skip
-    engine = slot.engine()
+    backend = GemmaBackend(Settings(model_id=str(tiny_checkpoint), quantization="none"),
+                           lambda h: ChatEngine(h, KVStore(64 * MB)))  # fmt: skip
+    engine = backend.engine()
     sheet = prepare_image(encode(Image.new("RGB", (30, 30), "blue"), "PNG"))
     reply(engine, character_prompt(Profile(name="B"), [PromptImage(sheet.sha256, sheet.data)]), [])
-    extra = slot.status().extra
+    (line,) = backend.status().details  # what Home shows under the model status
+    extra = line.params
+    assert line.render("en").startswith("KV cache: 2 kept")
     assert extra["misses"] == 1 and extra["entries"] == 2 and extra["bytes"] > 0 and extra["limit_mb"] == "64"

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from sqlmodel import Session
 
-from core import chat
+from core import characters, conversations, turns
 from core.cards import profile_from_card, read_card
 from core.lore import Lorebook
-from core.prompts import Profile, PromptImage, Turn, build_messages, character_prompt
+from core.profile import Profile
+from core.prompts import PromptImage, Turn, build_messages, character_prompt
 from core.sheets import prepare_image
-from storage import characters as chars
-from storage.db import session_scope
+from core.users import LOCAL_USER
 
 
 @pytest.fixture
@@ -79,11 +78,9 @@ def test_constant_entries_and_selective_keys() -> None:
 
 
 def test_an_imported_card_brings_its_lore_into_the_reply_request(engine, card) -> None:
-    with session_scope(engine) as s:
-        character = chars.create_character(s, [prepare_image(card.image, "card.png")], **profile_from_card(card))
-        conversation, _ = chat.open_conversation(s, character)
-        chat.add_user_message(s, conversation.id, "What are those beasts in the woods?")
-    with Session(engine) as s:
-        request = chat.build_request(s, conversation.id)
+    character = characters.create(engine, LOCAL_USER, profile_from_card(card), [prepare_image(card.image, "card.png")])
+    conversation = conversations.start(engine, LOCAL_USER, character.id)
+    turns.send(engine, LOCAL_USER, conversation.id, "What are those beasts in the woods?")
+    request = turns.request_for(engine, LOCAL_USER, conversation.id)
     messages, _ = build_messages(request.prefix, request.history)
     assert "What are Shadowfangs?" in _user_texts(messages)[-1]

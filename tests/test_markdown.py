@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.markdown import inert, inert_stream
+from ui.markdown import inert, inert_stream
 
 TRAP = "Look ![pixel](https://tracker.invalid/p.png) and ![ref][1]\n\n[1]: https://tracker.invalid/q.png"
 

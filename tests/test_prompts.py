@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from core.prompts import REPLY_LANGUAGES, Profile, PromptImage, Turn, build_messages, character_prompt
+from core.profile import Profile, profile_of
+from core.prompts import REPLY_LANGUAGES, PromptImage, Turn, build_messages, character_prompt
 from core.sheets import decode, prepare_image
 from tests.conftest import encode
 
@@ -41,7 +42,7 @@ def test_creator_notes_never_reach_the_prompt() -> None:
         mes_example = system_prompt = post_history_instructions = ""
         creator_notes = "SECRET CREATOR NOTE"
 
-    prefix = character_prompt(Profile.of(Card()), [_attachment("red")])
+    prefix = character_prompt(profile_of(Card()), [_attachment("red")])
     assert "SECRET" not in prefix.instruction
 
 

@@ -8,12 +8,8 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from sqlmodel import Session, func, select
 
-from core.sheets import ImageLimits, ImageRejected, decode, prepare_image
-from storage.characters import create_from_uploads
-from storage.db import session_scope
-from storage.tables import Character, SheetImage
+from core.sheets import ImageLimits, check_uploads, decode, prepare_image
 from tests.conftest import encode
 
 
@@ -95,17 +91,13 @@ def _truncated(neutral_png: bytes) -> bytes:
         (lambda png: encode(Image.new("RGB", (8, 8)), "TIFF"), "unsupported", "TIFF"),
     ],
 )
-def test_bad_uploads_get_a_clear_message_and_store_nothing(
-    engine, neutral_png: bytes, make, code: str, words: str
-) -> None:
+def test_bad_uploads_get_a_clear_message(neutral_png: bytes, make, code: str, words: str) -> None:
     limits = ImageLimits(max_bytes=102_400 if code == "too_large" else 20 * 2**20, max_pixels=1_000_000)
     good = encode(Image.new("RGB", (32, 32), "white"), "PNG")
-    with pytest.raises(ImageRejected) as info, session_scope(engine) as session:
-        # A good main sheet plus one bad extra image: the whole character is refused.
-        create_from_uploads(session, [("main.png", good), ("bad.png", make(neutral_png))], limits, name="X")
-    assert info.value.code == code
-    assert words in str(info.value) and "bad.png" in str(info.value)
-    assert info.value.message("zh") != str(info.value)  # translated for the Chinese UI
-    with Session(engine) as session:
-        assert session.exec(select(func.count(Character.id))).one() == 0
-        assert session.exec(select(func.count(SheetImage.id))).one() == 0
+    # A good main sheet plus one bad extra image: the batch has a refusal, so pages store none of it
+    # (test_app.test_create_rejects_bad_uploads_and_stores_nothing checks that through the page).
+    prepared, (rejected,) = check_uploads([("main.png", good), ("bad.png", make(neutral_png))], limits)
+    assert [p.original_name for p in prepared] == ["main.png"]
+    assert rejected.code == code
+    assert words in str(rejected) and "bad.png" in str(rejected)
+    assert rejected.message("zh") != str(rejected)  # translated for the Chinese UI

@@ -3,9 +3,9 @@
 The path of one reply: `ReplyRequest` (character prefix + history + sampler) → fit the history to
 the context budget → encode (chat template, image soft tokens, pixel values cached by sha256) →
 prefill the prompt into a KV cache → `model.generate` streams the rest through a streamer
-(`core.streaming`), with sampler settings from `core.sampling`.
-Prefill and generate are split so a warm cache can skip what it already holds: `core.kvcache`
-supplies that cache; without it every turn starts cold, as the upstream demo does.
+(`core.gemma.streaming`), with sampler settings from `core.sampling`.
+Prefill and generate are split so a warm cache can skip what it already holds: `core.gemma.kvcache`
+says where to start; without it every turn starts cold, as the upstream demo does.
 """
 
 from __future__ import annotations
@@ -15,41 +15,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from core import model_thread
-from core.i18n import t
-from core.model import ModelHandle
-from core.prompts import CharacterPrompt, PromptImage, Turn, build_messages, prefix_message
-from core.sampling import SamplerSettings
+from core.backend import Cancelled, ContextOverflow, GenerationStats, OnWait, ReplyRequest, ReplyStream
+from core.gemma import model_thread
+from core.gemma.kvcache import KVStore
+from core.gemma.model import ModelHandle
+from core.gemma.streaming import TokenStreamer, stop_criterion
+from core.prompts import PromptImage, build_messages, prefix_message
 from core.sheets import decode
-from core.streaming import GenerationStats, ReplyStream, TokenStreamer, stop_criterion
-
-
-class ContextOverflow(ValueError):
-    """Even with every older turn dropped the prompt does not fit. `character`: the character prefix
-    alone is too long (its fields and sheets must shrink), not the user's last message."""
-
-    def __init__(self, needed: int, budget: int, character: bool = False) -> None:
-        self.needed, self.budget, self.character = needed, budget, character
-        super().__init__(self.message("en"))
-
-    def message(self, lang: str = "en") -> str:
-        key = "chat.error.character_too_long" if self.character else "chat.error.too_long"
-        return t(key, lang, needed=self.needed, budget=self.budget)
-
-
-class Cancelled(Exception):
-    """The request was stopped while it waited in the queue."""
-
-
-@dataclass(frozen=True)
-class ReplyRequest:
-    prefix: CharacterPrompt
-    history: tuple[Turn, ...]  # ends with the user turn to answer (empty: the greeting)
-    sampler: SamplerSettings = field(default_factory=SamplerSettings)
-    conversation_key: str | None = None  # for the per-conversation KV cache
 
 
 @dataclass
@@ -155,11 +130,11 @@ class PixelCache:
 class ChatEngine:
     """Serves replies from one model handle; every request passes one FIFO gate."""
 
-    def __init__(self, handle: ModelHandle, kv_store: Any = None) -> None:
+    def __init__(self, handle: ModelHandle, kv_store: KVStore | None = None) -> None:
         self.handle = handle
         self.gate = FifoGate()
         self.pixels = PixelCache(handle.processor, handle.model.dtype)
-        self.kv = kv_store  # a core.kvcache.KVStore, or None for cold starts every turn
+        self.kv = kv_store  # None: every turn starts cold, as the upstream demo does
 
     # -- encoding ---------------------------------------------------------------------------------
     def encode(
@@ -187,6 +162,10 @@ class ChatEngine:
 
     def count_tokens(self, messages: list[dict[str, Any]]) -> int:
         return len(self.token_ids(messages))
+
+    def request_tokens(self, request: ReplyRequest) -> int:
+        """Tokens of the whole prompt a request makes, before any trimming."""
+        return self.count_tokens(build_messages(request.prefix, request.history)[0])
 
     def new_cache(self) -> Any:
         from transformers import DynamicCache
@@ -226,7 +205,7 @@ class ChatEngine:
         self,
         request: ReplyRequest,
         stop: threading.Event | None = None,
-        on_wait: Callable[[int], None] | None = None,
+        on_wait: OnWait | None = None,
     ) -> ReplyStream:
         """Start a reply; iterate the result for text. Nothing runs until iteration begins."""
         stats = GenerationStats()
@@ -306,10 +285,17 @@ class ChatEngine:
             self.kv.remember(request.conversation_key, output[0, :-1].tolist(), cache)
 
     def _starting_cache(self, encoded: Encoded, request: ReplyRequest) -> tuple[Any, int, str]:
-        """A cache and how many prompt tokens it already holds."""
-        if self.kv is not None:
-            return self.kv.start(self, encoded, request)
-        return self.new_cache(), 0, "cold"
+        """A cache, how many prompt tokens it already holds, and where it came from."""
+        if self.kv is None:
+            return self.new_cache(), 0, "cold"
+        start = self.kv.start(encoded.ids, request.conversation_key, request.prefix.key, encoded.prefix_ids)
+        if start.cache is not None:
+            return start.cache, start.cached, start.source
+        cache = self.new_cache()
+        if start.snapshot_end:  # a character seen for the first time: keep its prefix for next time
+            self._prefill(encoded, cache, 0, start.snapshot_end)
+            self.kv.keep_prefix(request.prefix.key, encoded.ids[: start.snapshot_end], cache)
+        return cache, start.snapshot_end, "cold"
 
     def _prefill(self, encoded: Encoded, cache: Any, start: int, end: int) -> None:
         """Run prompt tokens [start, end) into `cache`, encoding only the images inside that span."""
@@ -332,8 +318,3 @@ class ChatEngine:
             logits_to_keep=1,
             **kwargs,
         )
-
-
-def collect(stream: ReplyStream) -> str:
-    """Run a reply to the end and return its text (tests, the benchmark, greetings off-page)."""
-    return "".join(stream)

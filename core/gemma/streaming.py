@@ -1,8 +1,7 @@
 """The plumbing between `model.generate` on the model thread and a reader on another thread.
 
-`TokenStreamer` turns tokens into text chunks as they are decoded and times the first one,
-`stop_criterion` ends generation at the next step once a stop is asked for, and `ReplyStream` is
-what callers iterate, with `GenerationStats` complete once it ends.
+`TokenStreamer` turns tokens into text chunks as they are decoded and times the first one;
+`stop_criterion` ends generation at the next step once a stop is asked for.
 """
 
 from __future__ import annotations
@@ -11,25 +10,9 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from typing import Any
 
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    prefilled_tokens: int = 0  # prompt tokens actually computed (the rest came from a cache)
-    new_tokens: int = 0
-    queued_s: float = 0.0
-    ttft_s: float = 0.0  # request start (after the queue) to the first new token
-    total_s: float = 0.0
-    tokens_per_s: float = 0.0  # decoding speed after the first token
-    dropped_turns: int = 0
-    stopped: bool = False
-    cache: str = "cold"  # "conversation" | "prefix" | "cold"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from core.backend import GenerationStats
 
 
 class TokenStreamer:
@@ -96,16 +79,3 @@ def stop_criterion(event: threading.Event) -> Any:
             return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
 
     return StopOnEvent()
-
-
-class ReplyStream:
-    """Iterate for text chunks; `stats` is complete once iteration ends."""
-
-    def __init__(self, chunks: Iterator[str], stats: GenerationStats) -> None:
-        self._chunks, self.stats = chunks, stats
-
-    def __iter__(self) -> Iterator[str]:
-        return self._chunks
-
-    def close(self) -> None:
-        self._chunks.close()  # type: ignore[attr-defined]

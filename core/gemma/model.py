@@ -2,26 +2,21 @@
 
 `load_model(settings)` returns a `ModelHandle` or raises `ModelLoadError` whose message tells the
 user what to do (accept the licence and set HF_TOKEN, give a local folder, pick 4bit…).
-`ModelSlot` holds the one model of a process: loaded lazily on first use, with a status that pages
-can show without loading anything.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import model_thread
-from core.i18n import t
+from core.backend import BackendError, Progress
+from core.i18n import Text
 from core.settings import Settings
 
-Progress = Callable[[str], None]
 DEFAULT_CONTEXT_CAP = 8192
 # Quantizing SigLIP and the projector saves little and its 4304-wide MLP breaks bitsandbytes' CPU
 # NF4 kernel; lm_head stays full precision as bitsandbytes recommends.
@@ -29,16 +24,8 @@ KEEP_UNQUANTIZED = [r".*vision_tower", r".*multi_modal_projector", "lm_head"]  #
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"]
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(BackendError):
     """Why the model could not be loaded, as an instruction (`code` picks the i18n message)."""
-
-    def __init__(self, code: str, **params: Any) -> None:
-        self.code = code
-        self.params = params
-        super().__init__(self.message("en"))
-
-    def message(self, lang: str = "en") -> str:
-        return t(f"model.error.{self.code}", lang, **self.params)
 
 
 @dataclass
@@ -54,7 +41,7 @@ class ModelHandle:
     footprint_bytes: int
     load_seconds: float
     context_limit: int
-    notice: str = ""  # e.g. the bf16 fallback when bitsandbytes cannot run
+    notice: Text | None = None  # e.g. the bf16 fallback when bitsandbytes cannot run
 
     @property
     def tokenizer(self) -> Any:
@@ -105,7 +92,7 @@ def resolve_source(settings: Settings, progress: Progress) -> Path:
         RepositoryNotFoundError,
     )
 
-    progress(t("model.phase.download", "en", source=source))
+    progress(Text("model.phase.download", {"source": source}))
     try:
         return Path(
             snapshot_download(
@@ -167,7 +154,7 @@ def load_model(settings: Settings, progress: Progress | None = None) -> ModelHan
     import torch
     from transformers import AutoConfig, AutoProcessor, Gemma3ForConditionalGeneration
 
-    progress = progress or (lambda _msg: None)
+    progress = progress or (lambda _phase: None)
     started = time.perf_counter()
     device = resolve_device(settings.device)
     folder = resolve_source(settings, progress)
@@ -180,11 +167,11 @@ def load_model(settings: Settings, progress: Progress | None = None) -> ModelHan
     if config.model_type != "gemma3":
         raise ModelLoadError("not_gemma3", source=settings.model_id, model_type=config.model_type)
 
-    quantization, notice = settings.quantization, ""
+    quantization, notice = settings.quantization, None
     if quantization != "none" and (problem := bitsandbytes_problem()):
         quantization = "none"
-        notice = t("model.notice.no_bnb", "en", requested=settings.quantization, reason=problem)
-    progress(t("model.phase.load", "en", quantization=quantization, device=device))
+        notice = Text("model.notice.no_bnb", {"requested": settings.quantization, "reason": problem})
+    progress(Text("model.phase.load", {"quantization": quantization, "device": device}))
     dtype = getattr(torch, settings.dtype)
     try:
         model = Gemma3ForConditionalGeneration.from_pretrained(
@@ -217,91 +204,3 @@ def load_model(settings: Settings, progress: Progress | None = None) -> ModelHan
         context_limit=context,
         notice=notice,
     )
-
-
-@dataclass
-class ModelStatus:
-    """What a page shows about the model, without loading it."""
-
-    state: str  # "not_loaded" | "loading" | "ready" | "failed"
-    source: str
-    quantization: str = ""
-    device: str = ""
-    footprint_bytes: int = 0
-    load_seconds: float = 0.0
-    phase: str = ""
-    notice: str = ""
-    error: ModelLoadError | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class ModelSlot:
-    """The one model of this process: loaded on first `engine()`, then shared by every session.
-
-    `engine_factory` turns the loaded handle into what callers use (a `ChatEngine`), so this
-    module needs to know nothing about generation.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        engine_factory: Callable[[ModelHandle], Any],
-        loader: Callable[..., ModelHandle] = load_model,
-    ) -> None:
-        self.settings = settings
-        self._factory = engine_factory
-        self._loader = loader
-        self._lock = threading.Lock()
-        self._engine: Any = None
-        self._state = "not_loaded"
-        self._phase = ""
-        self._error: ModelLoadError | None = None
-
-    def status(self) -> ModelStatus:
-        if self._engine is None:
-            return ModelStatus(self._state, self.settings.model_id, phase=self._phase, error=self._error)
-        h: ModelHandle = self._engine.handle
-        extra = self._engine.cache_report() if hasattr(self._engine, "cache_report") else {}
-        return ModelStatus(
-            "ready", h.source, h.quantization, h.device, h.footprint_bytes, h.load_seconds, notice=h.notice, extra=extra
-        )
-
-    def _load(self, progress: Progress | None) -> ModelHandle:
-        """Load on the model thread; relay its progress to the caller's thread (where the UI is)."""
-
-        def note(message: str) -> None:
-            self._phase = message
-
-        future = model_thread.submit(self._loader, self.settings, note)
-        shown = ""
-        while True:
-            try:
-                handle = future.result(timeout=0.2)
-            except TimeoutError:
-                handle = None
-            if progress and self._phase and self._phase != shown:
-                shown = self._phase
-                progress(shown)
-            if handle is not None:
-                return handle
-
-    def engine(self, progress: Progress | None = None) -> Any:
-        """The engine, loading the model first if needed (others arriving meanwhile wait for it)."""
-        if self._engine is not None:
-            return self._engine
-        with self._lock:
-            if self._engine is not None:
-                return self._engine
-
-            self._state, self._error = "loading", None
-            try:
-                self._engine = self._factory(self._load(progress))
-            except ModelLoadError as exc:
-                self._state, self._error = "failed", exc
-                raise
-            except Exception as exc:
-                error = ModelLoadError("unknown", source=self.settings.model_id, reason=f"{type(exc).__name__}: {exc}")
-                self._state, self._error = "failed", error
-                raise error from exc
-            self._state, self._phase = "ready", ""
-            return self._engine

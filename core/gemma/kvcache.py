@@ -17,11 +17,9 @@ from __future__ import annotations
 import copy
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from core.generation import ChatEngine, Encoded, ReplyRequest
+from typing import Any
 
 MB = 2**20
 
@@ -41,6 +39,17 @@ def default_limit_mb(device: str) -> int:
     return 4096 if device == "cuda" else 1024
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where a reply's prefill starts. `cache` None: a fresh cache; then, if `snapshot_end`, prefill
+    tokens [0, snapshot_end) first and hand that cache to `keep_prefix` (the character's snapshot)."""
+
+    cache: Any
+    cached: int  # prompt tokens the cache already holds
+    source: str  # "conversation" | "prefix" | "cold"
+    snapshot_end: int = 0
+
+
 @dataclass
 class _Entry:
     ids: list[int]
@@ -58,28 +67,30 @@ class KVStore:
         self.hits = self.prefix_hits = self.misses = self.evictions = 0
 
     # -- what the engine calls ------------------------------------------------------------------
-    def start(self, engine: ChatEngine, encoded: Encoded, request: ReplyRequest) -> tuple[Any, int, str]:
-        """A cache to continue from, how many prompt tokens it holds, and where it came from."""
-        ids = encoded.ids
+    def start(
+        self, ids: Sequence[int], conversation_key: str | None, prefix_key: str, prefix_ids: Sequence[int]
+    ) -> Start:
+        """The best starting point for a prompt of token `ids` whose character prefix is `prefix_ids`."""
+        ids = list(ids)
         usable = len(ids) - 1  # generate() always feeds the last prompt token itself
-        if request.conversation_key:
-            entry = self._take(request.conversation_key)  # in use now; `remember` puts it back
+        if conversation_key:
+            entry = self._take(conversation_key)  # in use now; `remember` puts it back
             if entry and len(entry.ids) <= usable and ids[: len(entry.ids)] == entry.ids:
                 self._count("hits")
-                return entry.cache, len(entry.ids), "conversation"
-        prefix_key = "prefix:" + request.prefix.key
-        snapshot = self._peek(prefix_key)
+                return Start(entry.cache, len(entry.ids), "conversation")
+        snapshot = self._peek("prefix:" + prefix_key)
         if snapshot and len(snapshot.ids) <= usable and ids[: len(snapshot.ids)] == snapshot.ids:
             self._count("prefix_hits")
-            return copy.deepcopy(snapshot.cache), len(snapshot.ids), "prefix"
+            return Start(copy.deepcopy(snapshot.cache), len(snapshot.ids), "prefix")
         self._count("misses")
-        cache = engine.new_cache()
-        end = encoded.prefix_len - 1  # the prefix up to (not including) its last token
-        if 0 < end <= usable and ids[:end] == encoded.prefix_ids[:end]:
-            engine._prefill(encoded, cache, 0, end)
-            self._put(prefix_key, _Entry(ids[:end], copy.deepcopy(cache), cache_bytes(cache)))
-            return cache, end, "cold"
-        return cache, 0, "cold"
+        end = len(prefix_ids) - 1  # the prefix up to (not including) its last token
+        if 0 < end <= usable and ids[:end] == list(prefix_ids[:end]):
+            return Start(None, 0, "cold", snapshot_end=end)
+        return Start(None, 0, "cold")
+
+    def keep_prefix(self, prefix_key: str, ids: Sequence[int], cache: Any) -> None:
+        """Keep a copy of a freshly prefilled character prefix for later conversations."""
+        self._put("prefix:" + prefix_key, _Entry(list(ids), copy.deepcopy(cache), cache_bytes(cache)))
 
     def remember(self, conversation_key: str | None, ids: list[int], cache: Any) -> None:
         """Keep a conversation's cache after a reply (ids: everything the cache holds)."""

@@ -1,0 +1,139 @@
+"""The seam between the app and whatever writes the replies.
+
+Backend-neutral: a `ReplyRequest` goes in, a `ReplyStream` of text chunks comes out with its
+`GenerationStats`; failures are `UserError`s that say what to do. `Backend` is the small protocol
+every model source implements (the in-process Gemma 3 in `core.gemma` is one); `make_backend`
+picks the configured one. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from core.errors import UserError
+from core.i18n import Text
+from core.prompts import CharacterPrompt, Turn
+from core.sampling import SamplerSettings
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+
+Progress = Callable[[Text], None]
+OnWait = Callable[[int], None]
+
+
+class BackendError(UserError):
+    """The model source cannot serve (not loadable, unreachable…): an instruction for the operator."""
+
+    namespace = "model.error"
+
+
+class ContextOverflow(UserError):
+    """Even with every older turn dropped the prompt does not fit. `character`: the character prefix
+    alone is too long (its fields and sheets must shrink), not the user's last message."""
+
+    namespace = "chat.error"
+
+    def __init__(self, needed: int, budget: int, character: bool = False) -> None:
+        self.needed, self.budget, self.character = needed, budget, character
+        super().__init__("character_too_long" if character else "too_long", needed=needed, budget=budget)
+
+
+class Cancelled(Exception):
+    """The request was stopped while it waited in the queue."""
+
+
+@dataclass(frozen=True)
+class ReplyRequest:
+    prefix: CharacterPrompt
+    history: tuple[Turn, ...]  # ends with the user turn to answer (empty: the greeting)
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    conversation_key: str | None = None  # lets a backend keep per-conversation state (a KV cache)
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    prefilled_tokens: int = 0  # prompt tokens actually computed (the rest came from a cache)
+    new_tokens: int = 0
+    queued_s: float = 0.0
+    ttft_s: float = 0.0  # request start (after the queue) to the first new token
+    total_s: float = 0.0
+    tokens_per_s: float = 0.0  # decoding speed after the first token
+    dropped_turns: int = 0
+    stopped: bool = False
+    cache: str = "cold"  # "conversation" | "prefix" | "cold"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ReplyStream:
+    """Iterate for text chunks; `stats` is complete once iteration ends."""
+
+    def __init__(self, chunks: Iterator[str], stats: GenerationStats) -> None:
+        self._chunks, self.stats = chunks, stats
+
+    def __iter__(self) -> Iterator[str]:
+        return self._chunks
+
+    def close(self) -> None:
+        self._chunks.close()  # type: ignore[attr-defined]
+
+
+def collect(stream: ReplyStream) -> str:
+    """Run a reply to the end and return its text (tests, the benchmark, greetings off-page)."""
+    return "".join(stream)
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What a page shows about the model source, without loading or generating anything."""
+
+    state: Literal["idle", "loading", "ready", "failed"]
+    description: str  # e.g. "gemma-3-4b-it · 4bit · cuda · 3.1 GB", or the configured source
+    phase: Text | None = None  # while loading
+    error: UserError | None = None  # when failed: what to do
+    notice: Text | None = None  # ready, with a caveat worth knowing (e.g. quantization fell back)
+    details: tuple[Text, ...] = ()  # e.g. how the KV cache is being used
+
+
+class Replier(Protocol):
+    """Anything that streams a reply for a request (a backend, or the engine inside one)."""
+
+    def stream(
+        self, request: ReplyRequest, stop: threading.Event | None = None, on_wait: OnWait | None = None
+    ) -> ReplyStream: ...
+
+
+class Backend(Replier, Protocol):
+    """A model source: the in-process Gemma 3, or (later) a server."""
+
+    @property
+    def sees_images(self) -> bool: ...
+
+    def status(self) -> BackendStatus:
+        """Cheap and side-effect free: never loads a model or generates."""
+        ...
+
+    def prepare(self, progress: Progress | None = None) -> None:
+        """Load or connect now (reporting phases); raises `BackendError` with an instruction."""
+        ...
+
+    def count_tokens(self, request: ReplyRequest) -> int:
+        """Tokens of the prompt the request makes, before any trimming (needs `prepare` first)."""
+        ...
+
+    def context_limit(self) -> int | None:
+        """Tokens the model can hold (prompt and reply); None until known."""
+        ...
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The backend the settings ask for; nothing is loaded until it is needed."""
+    from core.gemma.backend import GemmaBackend
+
+    return GemmaBackend(settings)

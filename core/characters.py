@@ -1,0 +1,160 @@
+"""Characters: what pages call to list, create, edit, copy, delete, import and export them.
+
+Every function takes the database engine and the acting user, opens one unit of work (so a
+failure stores nothing) and reaches rows only through `core.access`. Images arrive already
+validated (`core.sheets.check_uploads`); profiles are checked against the one profile definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from core import access
+from core.cards import profile_from_card, read_card, write_card_png
+from core.errors import Refused
+from core.lore import Lorebook
+from core.profile import BY_NAME, Profile
+from core.sheets import ImageLimits, ImageRejected, PreparedImage, prepare_image
+from core.users import Actor
+from storage import characters as chars
+from storage.db import session_scope
+from storage.tables import Character, SheetImage
+
+
+def summaries(db: Engine, actor: Actor, query: str = "") -> list[chars.CharacterSummary]:
+    """Library cards, most recent activity first, filtered by name and notes (no full images)."""
+    with Session(db) as session:
+        return chars.list_characters(session, query)
+
+
+def count(db: Engine, actor: Actor) -> int:
+    with Session(db) as session:
+        return chars.count_characters(session)
+
+
+def get(db: Engine, actor: Actor, character_id: int | None) -> Character:
+    with Session(db) as session:
+        return access.character(session, actor, character_id)
+
+
+def create(db: Engine, actor: Actor, profile: Mapping[str, Any], images: Sequence[PreparedImage]) -> Character:
+    """A new character from its profile and images (the first is the main sheet), stored whole or not at all."""
+    if not images:
+        raise Refused("no_main_sheet")
+    values = _checked({**Profile().model_dump(), **profile})
+    with session_scope(db) as session:
+        return chars.create_character(session, images, owner=actor.id, **values)
+
+
+def update(db: Engine, actor: Actor, character_id: int, changes: Mapping[str, Any]) -> Character:
+    """Change profile fields; the rest stay as they are."""
+    with session_scope(db) as session:
+        current = access.character(session, actor, character_id, write=True)
+        values = _checked({**Profile.model_validate(current, from_attributes=True).model_dump(), **changes})
+        return chars.update_character(session, character_id, **{k: values[k] for k in changes})
+
+
+def duplicate(db: Engine, actor: Actor, character_id: int, name_suffix: str = " (copy)") -> Character:
+    """A copy with the same profile and images and no conversations, owned by the actor."""
+    with session_scope(db) as session:
+        access.character(session, actor, character_id)
+        return chars.duplicate_character(session, character_id, name_suffix, owner=actor.id)
+
+
+def delete(db: Engine, actor: Actor, character_id: int) -> None:
+    """Delete the character with its images and conversations."""
+    with session_scope(db) as session:
+        access.character(session, actor, character_id, write=True)
+        chars.delete_character(session, character_id)
+
+
+# -- reference images ----------------------------------------------------------------------------
+def images(db: Engine, actor: Actor, character_id: int) -> list[SheetImage]:
+    """The character's images as thumbnails (no full blobs), main sheet first."""
+    with Session(db) as session:
+        access.character(session, actor, character_id)
+        return chars.get_thumbnails(session, character_id)
+
+
+def main_sheet(db: Engine, actor: Actor, character_id: int) -> SheetImage:
+    """The main sheet at full size, for showing it."""
+    with Session(db) as session:
+        access.character(session, actor, character_id)
+        sheet = chars.get_main_image(session, character_id)
+        if sheet is None:
+            raise Refused("no_main_sheet")
+        return sheet
+
+
+def add_images(db: Engine, actor: Actor, character_id: int, new: Sequence[PreparedImage]) -> None:
+    with session_scope(db) as session:
+        access.character(session, actor, character_id, write=True)
+        chars.add_images(session, character_id, new)
+
+
+def remove_image(db: Engine, actor: Actor, character_id: int, image_id: int) -> None:
+    """Remove one image; the next becomes the main sheet if the main one goes. The last one stays."""
+    with session_scope(db) as session:
+        access.sheet(session, actor, character_id, image_id, write=True)
+        if len(chars.get_thumbnails(session, character_id)) == 1:
+            raise Refused("last_image")
+        chars.remove_image(session, image_id)
+
+
+def set_main_image(db: Engine, actor: Actor, character_id: int, image_id: int) -> None:
+    with session_scope(db) as session:
+        access.sheet(session, actor, character_id, image_id, write=True)
+        chars.set_main_image(session, character_id, image_id)
+
+
+def lore(character: Character) -> Lorebook:
+    """The character book's usable entries, for showing what the character may draw on."""
+    return Lorebook.from_card(character.character_book)
+
+
+# -- Tavern cards --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CardDraft:
+    """A card read from a file, not stored yet: its profile fills a form, its picture can be the sheet."""
+
+    profile: dict[str, Any]
+    picture: PreparedImage | None = field(default=None, repr=False)
+    picture_error: ImageRejected | None = None
+
+
+def read_card_file(raw: bytes, name: str, limits: ImageLimits | None = None) -> CardDraft:
+    """Parse a card (PNG or JSON); raises `CardError`. Its picture is validated like any upload."""
+    card = read_card(raw, name)
+    profile = profile_from_card(card)
+    if card.image is None:
+        return CardDraft(profile)
+    try:
+        return CardDraft(profile, prepare_image(card.image, name, limits))
+    except ImageRejected as exc:
+        return CardDraft(profile, picture_error=exc)
+
+
+def export_card(db: Engine, actor: Actor, character_id: int) -> bytes:
+    """The character as a card PNG (V2 and V3 data on the main sheet), readable by SillyTavern."""
+    with Session(db) as session:
+        character = access.character(session, actor, character_id)
+        sheet = chars.get_main_image(session, character_id)
+        if sheet is None:
+            raise Refused("no_main_sheet")
+        return write_card_png(character, sheet.data)
+
+
+def _checked(values: dict[str, Any]) -> dict[str, Any]:
+    """The values validated against the profile definition; a bad one is refused by name."""
+    try:
+        return Profile.model_validate(values).model_dump()
+    except ValidationError as exc:
+        location = exc.errors()[0]["loc"]
+        name = str(location[0]) if location else "?"
+        raise Refused("bad_field", field=name if name in BY_NAME else "?") from exc

@@ -1,0 +1,85 @@
+"""Conversations: what pages call to list, start (with the greeting), rename, delete and tune them.
+
+A new conversation opens with the character's saved greeting (its alternate greetings as
+alternatives to page through); without one the character greets from its sheet, which is a
+reply like any other (`core.turns.reply`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from core import access
+from core.prompts import fill_placeholders
+from core.sampling import InvalidSampler, SamplerSettings
+from core.users import Actor
+from storage import conversations as convs
+from storage.conversations import RecentConversation
+from storage.db import session_scope
+from storage.tables import Conversation, MessageStatus, Role
+
+
+def for_character(db: Engine, actor: Actor, character_id: int) -> list[Conversation]:
+    """The actor's conversations with a character, most recently active first."""
+    with Session(db) as session:
+        access.character(session, actor, character_id)
+        return convs.list_conversations(session, character_id)
+
+
+def recent(db: Engine, actor: Actor, limit: int = 8) -> list[RecentConversation]:
+    """Where the actor left off, across characters."""
+    with Session(db) as session:
+        return convs.recent_conversations(session, limit)
+
+
+def get(db: Engine, actor: Actor, conversation_id: int | None) -> Conversation:
+    with Session(db) as session:
+        return access.conversation(session, actor, conversation_id)
+
+
+def start(db: Engine, actor: Actor, character_id: int, title: str = "") -> Conversation:
+    """A new conversation, with the saved greeting already in it if the character has one."""
+    with session_scope(db) as session:
+        character = access.character(session, actor, character_id)
+        conversation = convs.create_conversation(session, character.id, title)
+        greetings = [g for g in [character.first_mes, *character.alternate_greetings] if g and g.strip()]
+        if not greetings:
+            return conversation
+        name, user = character.name or "you", actor.user_name
+        first = convs.append_message(
+            session, conversation.id, Role.ASSISTANT, fill_placeholders(greetings[0], name, user)
+        )
+        for extra in greetings[1:]:
+            text = fill_placeholders(extra, name, user)
+            convs.add_variant(session, conversation.id, first.turn, text, MessageStatus.COMPLETE)
+        if len(greetings) > 1:
+            convs.choose_variant(session, conversation.id, first.turn, 0)
+        return conversation
+
+
+def rename(db: Engine, actor: Actor, conversation_id: int, title: str) -> None:
+    with session_scope(db) as session:
+        access.conversation(session, actor, conversation_id, write=True)
+        convs.rename_conversation(session, conversation_id, title)
+
+
+def delete(db: Engine, actor: Actor, conversation_id: int) -> None:
+    """Delete the conversation with its messages and attachments."""
+    with session_scope(db) as session:
+        access.conversation(session, actor, conversation_id, write=True)
+        convs.delete_conversation(session, conversation_id)
+
+
+def sampler(conversation: Conversation) -> SamplerSettings:
+    """The conversation's saved reply settings (defaults if none or if they no longer validate)."""
+    try:
+        return SamplerSettings.from_dict(conversation.settings)
+    except InvalidSampler:
+        return SamplerSettings()
+
+
+def save_sampler(db: Engine, actor: Actor, conversation_id: int, settings: SamplerSettings) -> None:
+    with session_scope(db) as session:
+        access.conversation(session, actor, conversation_id, write=True)
+        convs.save_settings(session, conversation_id, settings.to_dict())

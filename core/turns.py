@@ -1,0 +1,245 @@
+"""Turns of a conversation, end to end in plain Python: storage → request → backend → storage.
+
+The path of a message: `send` commits the user's words (and validated images) → `reply` builds
+the `ReplyRequest` (character prefix, the chosen story so far, reply settings) and creates the reply
+row, marked partial, before the first token → iterating the `ReplyRun` streams from the backend and
+saves the text as it grows → the row ends complete, partial (stopped, or the page went away) or
+error. A crash mid-reply leaves a partial reply, never a lost one. Regenerate, edit-and-resend and
+"get a reply" are the same `reply` with a different starting point.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from core import access
+from core.backend import GenerationStats, OnWait, Replier, ReplyRequest, ReplyStream
+from core.conversations import sampler
+from core.errors import NotFound, UserError
+from core.lore import Lorebook
+from core.profile import profile_of
+from core.prompts import CharacterPrompt, PromptImage, Turn, character_prompt
+from core.sheets import PreparedImage
+from core.users import Actor
+from storage import characters as chars
+from storage import conversations as convs
+from storage.db import session_scope
+from storage.tables import Character, MessageStatus, Role
+
+FLUSH_SECONDS = 1.0
+FLUSH_CHUNKS = 16
+TITLE_LENGTH = 48
+
+
+@dataclass(frozen=True)
+class Bubble:
+    """One message as the conversation shows it: the chosen alternative of its turn."""
+
+    id: int
+    turn: int
+    role: str
+    text: str
+    status: str
+    error: str = ""
+    variant: int = 0
+    variants: int = 1  # how many alternatives the turn has (the ‹ 2/3 › pager)
+    stats: dict[str, Any] = field(default_factory=dict)
+    attachments: tuple[bytes, ...] = field(default=(), repr=False)  # thumbnails
+
+    @property
+    def is_user(self) -> bool:
+        return self.role == Role.USER
+
+    @property
+    def unfinished(self) -> bool:
+        return self.status == MessageStatus.PARTIAL
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def story(db: Engine, actor: Actor, conversation_id: int) -> list[Bubble]:
+    """The conversation as shown: the chosen message of each turn, in order, with attachment thumbnails."""
+    with Session(db) as session:
+        access.conversation(session, actor, conversation_id)
+        messages = convs.list_messages(session, conversation_id)
+        counts = convs.variant_counts(session, conversation_id)
+        return [
+            Bubble(m.id, m.turn, m.role, m.text, m.status, m.error, m.variant, counts.get(m.turn, 1), dict(m.stats),
+                   tuple(a.thumbnail for a in convs.get_attachments(session, m.attachment_ids)))
+            for m in messages
+        ]  # fmt: skip
+
+
+def awaiting_reply(bubbles: Sequence[Bubble]) -> bool:
+    """The character has not answered the last message (or not greeted yet)."""
+    return not bubbles or bubbles[-1].is_user
+
+
+def character_prefix(session: Session, character: Character) -> CharacterPrompt:
+    """The character instruction with every reference image, main sheet first, and its character book."""
+    sheets = [PromptImage(s.sha256, s.data) for s in chars.get_images(session, character.id)]
+    return character_prompt(profile_of(character), sheets, Lorebook.from_card(character.character_book))
+
+
+def request_for(db: Engine, actor: Actor, conversation_id: int, before_turn: int | None = None) -> ReplyRequest:
+    """What the backend is asked: the character prefix and the story up to `before_turn` (exclusive)."""
+    with Session(db) as session:
+        return _request(session, actor, conversation_id, before_turn)
+
+
+def _request(session: Session, actor: Actor, conversation_id: int, before_turn: int | None) -> ReplyRequest:
+    conversation = access.conversation(session, actor, conversation_id)
+    character = access.character(session, actor, conversation.character_id)
+    history = []
+    for m in convs.list_messages(session, conversation_id):
+        if before_turn is not None and m.turn >= before_turn:
+            break
+        if m.status == MessageStatus.ERROR and not m.text:
+            continue
+        images = tuple(PromptImage(a.sha256, a.data) for a in convs.get_attachments(session, m.attachment_ids))
+        history.append(Turn(m.role, m.text, images))
+    return ReplyRequest(
+        prefix=character_prefix(session, character),
+        history=tuple(history),
+        sampler=sampler(conversation),
+        conversation_key=f"conversation:{conversation_id}",
+    )
+
+
+# -- changing the story ----------------------------------------------------------------------------
+def send(db: Engine, actor: Actor, conversation_id: int, text: str, images: Sequence[PreparedImage] = ()) -> int:
+    """Store the user's message with its images (already validated); returns its turn.
+
+    A conversation without a title takes the first line of its first message."""
+    with session_scope(db) as session:
+        conversation = access.conversation(session, actor, conversation_id, write=True)
+        ids = [convs.add_attachment(session, conversation_id, image).id for image in images]
+        message = convs.append_message(session, conversation_id, Role.USER, text, attachment_ids=ids)
+        if not conversation.title and text.strip():
+            first_line = text.strip().splitlines()[0]
+            title = first_line if len(first_line) <= TITLE_LENGTH else first_line[: TITLE_LENGTH - 1] + "…"
+            convs.rename_conversation(session, conversation_id, title)
+        return message.turn
+
+
+def edit(db: Engine, actor: Actor, conversation_id: int, turn: int, text: str) -> None:
+    """Change a message and drop everything after it: the story continues from the new words."""
+    with session_scope(db) as session:
+        access.conversation(session, actor, conversation_id, write=True)
+        chosen = next((m for m in convs.variants(session, conversation_id, turn) if m.chosen), None)
+        if chosen is None:
+            raise NotFound("message", id=turn)
+        convs.update_message(session, chosen.id, text=text)
+        convs.delete_after(session, conversation_id, turn)
+
+
+def delete(db: Engine, actor: Actor, conversation_id: int, turn: int) -> None:
+    """Delete one message with all its alternatives."""
+    with session_scope(db) as session:
+        access.conversation(session, actor, conversation_id, write=True)
+        convs.delete_turn(session, conversation_id, turn)
+
+
+def choose(db: Engine, actor: Actor, conversation_id: int, turn: int, variant: int) -> None:
+    """Make one alternative the reply the story continues from."""
+    with session_scope(db) as session:
+        access.conversation(session, actor, conversation_id, write=True)
+        try:
+            convs.choose_variant(session, conversation_id, turn, variant)
+        except LookupError as exc:
+            raise NotFound("message", id=turn) from exc
+
+
+# -- replying --------------------------------------------------------------------------------------
+def reply(
+    db: Engine,
+    actor: Actor,
+    backend: Replier,
+    conversation_id: int,
+    *,
+    regenerate_turn: int | None = None,
+    lang: str = "en",
+    stop: threading.Event | None = None,
+    on_wait: OnWait | None = None,
+) -> ReplyRun:
+    """Start the character's reply: a new turn, or a new alternative of `regenerate_turn`.
+
+    The reply row exists (partial, empty) when this returns; iterate the result to stream the text."""
+    with session_scope(db) as session:
+        request = _request(session, actor, conversation_id, regenerate_turn)
+        if regenerate_turn is None:
+            row = convs.append_message(session, conversation_id, Role.ASSISTANT, "", status=MessageStatus.PARTIAL)
+        else:
+            try:
+                row = convs.add_variant(session, conversation_id, regenerate_turn, "", MessageStatus.PARTIAL)
+            except LookupError as exc:  # the message was deleted in another tab
+                raise NotFound("message", id=regenerate_turn) from exc
+        message_id, turn = row.id, row.turn
+    stream = backend.stream(request, stop, on_wait)
+    return ReplyRun(db, message_id, turn, stream, lang)
+
+
+class ReplyRun:
+    """A reply being written: iterate for its chunks while each is saved to its row.
+
+    Saved every FLUSH_SECONDS or FLUSH_CHUNKS chunks; at the end the row is complete, or partial
+    (stopped, abandoned) or error (failed), always with the text so far and the stats."""
+
+    def __init__(self, db: Engine, message_id: int, turn: int, stream: ReplyStream, lang: str) -> None:
+        self.db, self.message_id, self.turn, self.stream, self.lang = db, message_id, turn, stream, lang
+        self._chunks = self._save_as_it_streams()
+
+    @property
+    def stats(self) -> GenerationStats:
+        return self.stream.stats
+
+    def __iter__(self) -> Iterator[str]:
+        return self._chunks
+
+    def __next__(self) -> str:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+
+    def _save_as_it_streams(self) -> Iterator[str]:
+        text: list[str] = []
+        last_flush, pending = time.monotonic(), 0
+        outcome, error = MessageStatus.PARTIAL, ""
+        try:
+            for chunk in self.stream:
+                text.append(chunk)
+                pending += 1
+                yield chunk
+                if pending >= FLUSH_CHUNKS or time.monotonic() - last_flush >= FLUSH_SECONDS:
+                    self._save("".join(text), MessageStatus.PARTIAL, "")
+                    last_flush, pending = time.monotonic(), 0
+            outcome = MessageStatus.PARTIAL if self.stats.stopped else MessageStatus.COMPLETE
+        except GeneratorExit:  # the page went away mid-reply (Stop, a rerun): keep what was said
+            outcome = MessageStatus.PARTIAL
+            raise
+        except Exception as exc:
+            outcome = MessageStatus.PARTIAL if text else MessageStatus.ERROR
+            # Our own errors say what to do in the user's language; anything else is stored as it came.
+            error = exc.message(self.lang) if isinstance(exc, UserError) else str(exc) or type(exc).__name__
+            raise
+        finally:
+            self.stream.close()
+            if outcome == MessageStatus.PARTIAL and not error:
+                self.stats.stopped = True
+            self._save("".join(text), outcome, error)
+
+    def _save(self, text: str, status: str, error: str) -> None:
+        try:
+            with session_scope(self.db) as session:
+                convs.update_message(
+                    session, self.message_id, text=text, status=status, error=error, stats=self.stats.to_dict()
+                )
+        except convs.ConversationGone:
+            pass  # deleted in another tab while it streamed: nothing left to save into

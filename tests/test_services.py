@@ -1,0 +1,115 @@
+"""The services every page goes through, on a real SQLite file: what they store, refuse and report."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+from sqlmodel import Session, func, select
+
+from core import characters, conversations, turns
+from core.errors import NotFound, Refused
+from core.profile import PROMPT_FIELDS, profile_of
+from core.prompts import character_prompt
+from core.sheets import prepare_image
+from core.users import LOCAL_USER, Actor
+from storage.tables import Character, Message, SheetImage
+from tests.conftest import encode
+
+
+def _image(colour: str = "red"):
+    return prepare_image(encode(Image.new("RGB", (48, 64), colour), "PNG"), f"{colour}.png")
+
+
+def _count(engine, table) -> int:
+    with Session(engine) as s:
+        return s.exec(select(func.count(table.id))).one()
+
+
+def test_create_stores_whole_or_refuses_with_a_reason(engine) -> None:
+    with pytest.raises(Refused) as info:
+        characters.create(engine, LOCAL_USER, {"name": "No sheet"}, [])
+    assert "main reference sheet" in str(info.value) and "主设定图" in info.value.message("zh")
+    with pytest.raises(Refused) as info:  # a value of the wrong kind is named, and nothing is stored
+        characters.create(engine, LOCAL_USER, {"name": "Tagged", "tags": "elf"}, [_image()])
+    assert info.value.params["field"] == "tags"
+    assert _count(engine, Character) == 0 and _count(engine, SheetImage) == 0
+    made = characters.create(engine, LOCAL_USER, {"name": "Aster", "tags": ["elf"]}, [_image(), _image("blue")])
+    assert made.owner == LOCAL_USER.id and made.tags == ["elf"] and made.language == "English"
+    assert [i.original_name for i in characters.images(engine, LOCAL_USER, made.id)] == ["red.png", "blue.png"]
+
+
+def test_update_duplicate_delete_and_images(engine) -> None:
+    aster = characters.create(engine, LOCAL_USER, {"name": "Aster", "notes": "Shy."}, [_image(), _image("blue")])
+    characters.update(engine, LOCAL_USER, aster.id, {"notes": "Brave now."})
+    assert characters.get(engine, LOCAL_USER, aster.id).notes == "Brave now."
+    assert characters.get(engine, LOCAL_USER, aster.id).name == "Aster"  # untouched fields stay
+    copy = characters.duplicate(engine, LOCAL_USER, aster.id, " (copy)")
+    assert copy.name == "Aster (copy)" and len(characters.images(engine, LOCAL_USER, copy.id)) == 2
+
+    red, blue = characters.images(engine, LOCAL_USER, aster.id)
+    characters.set_main_image(engine, LOCAL_USER, aster.id, blue.id)
+    assert characters.main_sheet(engine, LOCAL_USER, aster.id).original_name == "blue.png"
+    with pytest.raises(NotFound):  # another character's image is not this one's to change
+        characters.remove_image(engine, LOCAL_USER, copy.id, red.id)
+    characters.remove_image(engine, LOCAL_USER, aster.id, red.id)
+    with pytest.raises(Refused, match="at least one reference sheet"):
+        characters.remove_image(engine, LOCAL_USER, aster.id, blue.id)
+
+    characters.delete(engine, LOCAL_USER, aster.id)
+    with pytest.raises(NotFound) as info:
+        characters.get(engine, LOCAL_USER, aster.id)
+    assert "may have been deleted" in str(info.value)
+    assert [s.name for s in characters.summaries(engine, LOCAL_USER)] == ["Aster (copy)"]
+
+
+def test_a_conversation_opens_with_the_greeting_addressed_to_the_user(engine) -> None:
+    mira = characters.create(
+        engine, LOCAL_USER, {"name": "Mira", "first_mes": "Hello {{user}}, I am {{char}}.",
+                             "alternate_greetings": ["Hi {{user}}!"]}, [_image()],
+    )  # fmt: skip
+    alice = Actor(id="local", display_name="Alice")
+    conversation = conversations.start(engine, alice, mira.id)
+    (greeting,) = turns.story(engine, alice, conversation.id)
+    assert (greeting.text, greeting.variants) == ("Hello Alice, I am Mira.", 2)
+    turns.choose(engine, alice, conversation.id, greeting.turn, 1)
+    assert turns.story(engine, alice, conversation.id)[0].text == "Hi Alice!"
+    plain = conversations.start(engine, LOCAL_USER, mira.id)
+    assert turns.story(engine, LOCAL_USER, plain.id)[0].text == "Hello you, I am Mira."
+    assert [c.id for c in conversations.recent(engine, LOCAL_USER)] == [plain.id, conversation.id]
+    assert conversations.recent(engine, LOCAL_USER)[0].character_name == "Mira"
+
+
+def test_turns_send_edit_delete_and_a_missing_message(engine) -> None:
+    sera = characters.create(engine, LOCAL_USER, {"name": "Sera", "first_mes": "Hi."}, [_image()])
+    conversation = conversations.start(engine, LOCAL_USER, sera.id).id
+    first = "First question, which is rather long for a title really"
+    turns.send(engine, LOCAL_USER, conversation, first, [_image()])
+    title = conversations.get(engine, LOCAL_USER, conversation).title  # the first line, cut to fit a list
+    assert title == first[:47] + "…" and len(title) == turns.TITLE_LENGTH
+    turns.send(engine, LOCAL_USER, conversation, "Second")
+    story = turns.story(engine, LOCAL_USER, conversation)
+    assert [b.text for b in story] == ["Hi.", "First question, which is rather long for a title really", "Second"]
+    assert len(story[1].attachments) == 1 and turns.awaiting_reply(story)
+
+    turns.edit(engine, LOCAL_USER, conversation, 1, "Edited")  # the rest of the story goes with it
+    assert [b.text for b in turns.story(engine, LOCAL_USER, conversation)] == ["Hi.", "Edited"]
+    turns.delete(engine, LOCAL_USER, conversation, 1)
+    assert [b.text for b in turns.story(engine, LOCAL_USER, conversation)] == ["Hi."]
+    with pytest.raises(NotFound):
+        turns.edit(engine, LOCAL_USER, conversation, 7, "No such turn")
+    with pytest.raises(NotFound):
+        turns.choose(engine, LOCAL_USER, conversation, 0, 5)
+    conversations.delete(engine, LOCAL_USER, conversation)
+    with pytest.raises(NotFound):
+        turns.send(engine, LOCAL_USER, conversation, "Anyone?")
+    assert _count(engine, Message) == 0
+
+
+def test_every_prompt_field_of_the_one_profile_reaches_the_instruction(engine) -> None:
+    """Fields marked for the prompt in the profile definition are what the model reads, and only they."""
+    values = {name: f"<{name}-value>" for name in PROMPT_FIELDS if name != "language"}
+    values["creator_notes"] = "<creator-notes-value>"
+    made = characters.create(engine, LOCAL_USER, values, [_image()])
+    instruction = character_prompt(profile_of(made), [_image()]).instruction
+    assert all(v in instruction for k, v in values.items() if k != "creator_notes")
+    assert "<creator-notes-value>" not in instruction

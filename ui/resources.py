@@ -1,0 +1,55 @@
+"""The Streamlit cached resources: the only place that holds process-wide objects.
+
+One database engine per URL and one backend per model configuration, shared by every browser
+session of this server process. The backend loads nothing until a reply is needed.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from sqlalchemy.engine import Engine
+
+from core.backend import Backend, make_backend
+from core.settings import Settings, load_settings
+from core.sheets import ImageLimits
+from core.users import LOCAL_USER, Actor
+from storage.db import make_engine, migrate
+
+
+def settings() -> Settings:
+    """Read on every run (cheap) so a changed environment or secrets file takes effect."""
+    return load_settings()
+
+
+@st.cache_resource(show_spinner=False)
+def _engine_for(database_url: str) -> Engine:
+    """The engine for `database_url`, migrated to the newest schema: created once per process."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    return engine
+
+
+def db() -> Engine:
+    return _engine_for(settings().database_url)
+
+
+@st.cache_resource(show_spinner=False)
+def _backend_for(_settings: Settings, key: tuple[object, ...]) -> Backend:
+    """One backend per model configuration (`key`); the settings object itself is not hashed."""
+    return make_backend(_settings)
+
+
+def backend() -> Backend:
+    """The backend for the current settings (one per distinct model configuration)."""
+    s = settings()
+    return _backend_for(s, (s.model_id, s.quantization, s.device, s.dtype, s.context_tokens, s.kv_cache_mb))
+
+
+def actor() -> Actor:
+    """Who is using this browser session (single-user mode: the local user)."""
+    return LOCAL_USER
+
+
+def limits() -> ImageLimits:
+    s = settings()
+    return ImageLimits(s.max_upload_bytes, s.max_pixels, s.max_image_side, s.thumbnail_side)

@@ -1,0 +1,126 @@
+"""Widgets every page shares: page set-up, the model status, times, uploads, confirmation dialogs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import streamlit as st
+
+from core import characters
+from core.backend import BackendStatus
+from core.cards import CardError
+from core.characters import CardDraft
+from core.sheets import PreparedImage, check_uploads
+from ui import resources
+from ui.language import language_switch, say, tr
+from ui.navigation import through_router
+
+
+def page_setup() -> None:
+    """What every page does first: run under the router, offer the language switch."""
+    through_router()
+    language_switch()
+
+
+def local_time(moment: datetime) -> str:
+    """A stored UTC time in the browser's time zone; marked UTC where the browser did not say its zone."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # SQLite hands datetimes back naive; they were stored as UTC
+    try:
+        zone = ZoneInfo(st.context.timezone) if st.context.timezone else None
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = None
+    if zone is None:
+        return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M}"
+
+
+def backend_status(status: BackendStatus, *, compact: bool = False) -> None:
+    """What the model is doing, and what to do if it cannot serve. Never loads it."""
+    if status.state == "ready":
+        st.success(tr("model.ready", description=status.description), icon=":material/memory:")
+        if status.notice:
+            st.warning(say(status.notice), icon=":material/warning:")
+        if not compact:
+            for line in status.details:
+                st.caption(say(line))
+    elif status.state == "loading":
+        st.info(tr("model.loading", phase=say(status.phase) if status.phase else "…"), icon=":material/hourglass_top:")
+    elif status.state == "failed" and status.error is not None:
+        st.error(say(status.error), icon=":material/error:")
+    else:
+        st.info(tr("model.not_loaded", source=status.description), icon=":material/bedtime:")
+
+
+def checked_uploads(files: Sequence[Any], *, remember: bool = True) -> tuple[list[PreparedImage], list[str]]:
+    """Uploaded files through the one validator, with each problem as a message in the viewer's language.
+
+    `remember`: prepare each file once per browser session (by its upload id) instead of on every
+    rerun, for forms that show previews while the user keeps typing."""
+    limits = resources.limits()
+    cache: dict[Any, Any] = st.session_state.setdefault("prepared_uploads", {}) if remember else {}
+    good: list[PreparedImage] = []
+    errors: list[str] = []
+    for f in files:
+        key = (f.file_id, limits)
+        if key not in cache:
+            images, rejected = check_uploads([(f.name, f.getvalue())], limits)
+            cache[key] = images[0] if images else rejected[0]
+        result = cache[key]
+        if isinstance(result, PreparedImage):
+            good.append(result)
+        else:
+            errors.append(say(result))
+    return good, errors
+
+
+def card_upload(file: Any) -> CardDraft | CardError:
+    """An uploaded character card, read once per upload (its picture is prepared like any image)."""
+    drafts: dict[str, Any] = st.session_state.setdefault("card_drafts", {})
+    if file.file_id not in drafts:
+        try:
+            drafts[file.file_id] = characters.read_card_file(file.getvalue(), file.name, resources.limits())
+        except CardError as exc:
+            drafts[file.file_id] = exc
+    return drafts[file.file_id]
+
+
+def forget_uploads() -> None:
+    """Stored now: free the prepared copies."""
+    st.session_state.pop("prepared_uploads", None)
+    st.session_state.pop("card_drafts", None)
+
+
+def ask_to_confirm(key: str, **context: Any) -> None:
+    """Open the confirmation dialog `key` on the next run, with `context` for its text and action."""
+    st.session_state[f"confirm:{key}"] = context
+
+
+def confirmation(
+    key: str, title: str, body: Callable[..., str], on_yes: Callable[..., None], yes_label: str = ""
+) -> None:
+    """The one confirm dialog: shown while asked for, with a destructive Yes and a Cancel."""
+    state = f"confirm:{key}"
+    context = st.session_state.get(state)
+    if context is None:
+        return
+
+    def forget() -> None:
+        st.session_state.pop(state, None)
+
+    @st.dialog(title, on_dismiss=forget)
+    def dialog() -> None:
+        st.write(body(**context))
+        yes, no = st.columns(2)
+        if yes.button(yes_label or tr("common.delete"), type="primary", icon=":material/delete:", key=f"{key}_yes"):
+            forget()
+            on_yes(**context)
+            st.rerun()
+        if no.button(tr("common.cancel"), key=f"{key}_no"):
+            forget()
+            st.rerun()
+
+    dialog()
