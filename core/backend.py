@@ -21,8 +21,8 @@ from core.sampling import SamplerSettings
 if TYPE_CHECKING:
     from core.settings import Settings
 
-Progress = Callable[[Text], None]
-OnWait = Callable[[int], None]
+Progress = Callable[[Text], None]  # what a backend is busy with while it loads or connects
+OnProgress = Callable[[Text], None]  # what a reply waits for; params include "elapsed" (whole seconds)
 
 
 class BackendError(UserError):
@@ -105,8 +105,11 @@ class Replier(Protocol):
     """Anything that streams a reply for a request (a backend, or the engine inside one)."""
 
     def stream(
-        self, request: ReplyRequest, stop: threading.Event | None = None, on_wait: OnWait | None = None
-    ) -> ReplyStream: ...
+        self, request: ReplyRequest, stop: threading.Event | None = None, on_progress: OnProgress | None = None
+    ) -> ReplyStream:
+        """Nothing runs until iteration begins; `on_progress` is called on the iterating thread, at each
+        new phase and at least once a second until the reply ends."""
+        ...
 
 
 class Backend(Replier, Protocol):

@@ -22,6 +22,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from core.errors import UserError
 from core.profile import CARD_LIST_FIELDS as LIST_FIELDS
 from core.profile import CARD_TEXT_FIELDS as TEXT_FIELDS
+from core.prompts import reply_language_for
 
 NAMESPACE = "refsheet_chat"  # our key inside `extensions`
 V3_ONLY = ("nickname", "creator_notes_multilingual", "source", "group_only_greetings", "assets", "creation_date",
@@ -93,9 +94,16 @@ def profile_from_card(card: Card) -> dict[str, Any]:
     profile["character_book"] = data.get("character_book") or None
     if ours.get("notes"):
         profile["notes"] = ours["notes"]
-    if ours.get("language"):
-        profile["language"] = ours["language"]
+    if language := ours.get("language") or card_language(data):
+        profile["language"] = language
     return profile
+
+
+def card_language(data: dict[str, Any]) -> str | None:
+    """The language a card is written in, where it says: V3 keeps creator notes per language tag."""
+    notes = data.get("creator_notes_multilingual")
+    tags = list(notes) if isinstance(notes, dict) else []
+    return next((lang for tag in tags if (lang := reply_language_for(tag))), None)
 
 
 def card_data(character: Any) -> dict[str, Any]:

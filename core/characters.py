@@ -19,7 +19,8 @@ from core import access
 from core.cards import profile_from_card, read_card, write_card_png
 from core.errors import Refused
 from core.lore import Lorebook
-from core.profile import BY_NAME, Profile
+from core.profile import BY_NAME, Profile, profile_of
+from core.prompts import CharacterPrompt, PromptImage, character_prompt
 from core.sheets import ImageLimits, ImageRejected, PreparedImage, prepare_image
 from core.users import Actor
 from storage import characters as chars
@@ -116,6 +117,12 @@ def set_main_image(db: Engine, actor: Actor, character_id: int, image_id: int) -
 def lore(character: Character) -> Lorebook:
     """The character book's usable entries, for showing what the character may draw on."""
     return Lorebook.from_card(character.character_book)
+
+
+def character_prefix(session: Session, character: Character) -> CharacterPrompt:
+    """The character as the model meets it: instruction, every reference image (main sheet first), lore."""
+    sheets = [PromptImage(s.sha256, s.data) for s in chars.get_images(session, character.id)]
+    return character_prompt(profile_of(character), sheets, lore(character))
 
 
 # -- Tavern cards --------------------------------------------------------------------------------

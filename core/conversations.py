@@ -11,6 +11,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from core import access
+from core.backend import Backend, ReplyRequest
+from core.characters import character_prefix
+from core.errors import Refused
 from core.prompts import fill_placeholders
 from core.sampling import InvalidSampler, SamplerSettings
 from core.users import Actor
@@ -79,7 +82,16 @@ def sampler(conversation: Conversation) -> SamplerSettings:
         return SamplerSettings()
 
 
-def save_sampler(db: Engine, actor: Actor, conversation_id: int, settings: SamplerSettings) -> None:
+def save_sampler(
+    db: Engine, actor: Actor, conversation_id: int, settings: SamplerSettings, backend: Backend | None = None
+) -> None:
+    """Save the reply settings. With a backend that knows its context, a longest reply that leaves no
+    room for this character is refused (it would make every reply fail), saying how long one can be."""
     with session_scope(db) as session:
-        access.conversation(session, actor, conversation_id, write=True)
+        conversation = access.conversation(session, actor, conversation_id, write=True)
+        if backend is not None and (limit := backend.context_limit()) is not None:
+            character = access.character(session, actor, conversation.character_id)
+            taken = backend.count_tokens(ReplyRequest(character_prefix(session, character), (), settings))
+            if settings.max_new_tokens > limit - taken:
+                raise Refused("reply_too_long", most=max(limit - taken, 0), limit=limit, character=taken)
         convs.save_settings(session, conversation_id, settings.to_dict())

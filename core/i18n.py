@@ -50,9 +50,12 @@ STRINGS: dict[str, dict[str, str]] = {
     },
     "model.error.offline": {
         "en": "“{source}” is not downloaded yet and the hub cannot be reached (offline). Download it once while "
-        "online, or set REFSHEET_MODEL to a local folder that holds a Gemma 3 checkpoint.",
+        "online, or set REFSHEET_MODEL to a local folder that holds a Gemma 3 checkpoint. Gemma is a gated "
+        "model: before the download, accept Google's Gemma licence on its Hugging Face page and set your access "
+        "token as HF_TOKEN (environment or .streamlit/secrets.toml).",
         "zh": "“{source}” 尚未下载，且无法连接模型仓库（离线）。请联网下载一次，或将 REFSHEET_MODEL 设为存放 Gemma 3 "
-        "模型的本地文件夹。",
+        "模型的本地文件夹。Gemma 是受限模型：下载前请在 Hugging Face 页面接受 Google 的 Gemma 许可，并将访问令牌设为 "
+        "HF_TOKEN（环境变量或 .streamlit/secrets.toml）。",
     },
     "model.error.missing_folder": {
         "en": "The folder “{source}” does not exist. Set REFSHEET_MODEL to a folder that holds a Gemma 3 checkpoint "
@@ -95,11 +98,33 @@ STRINGS: dict[str, dict[str, str]] = {
         "zh": "{requested} 量化需要 bitsandbytes，但它在此无法运行（{reason}）；模型以未量化的 bf16 运行，"
         "占用更多内存。安装 bitsandbytes 即可量化。",
     },
-    "model.phase.download": {"en": "Downloading {source} (first time only)…", "zh": "正在下载 {source}（仅首次）…"},
-    "model.phase.load": {
-        "en": "Loading the model ({quantization}, {device})…",
-        "zh": "正在加载模型（{quantization}，{device}）…",
+    "model.phase.download": {
+        "en": "Downloading {source} (first time only)… {elapsed} s",
+        "zh": "正在下载 {source}（仅首次）… {elapsed} 秒",
     },
+    "model.phase.load": {
+        "en": "Loading the model ({quantization}, {device}, {dtype})… {elapsed} s",
+        "zh": "正在加载模型（{quantization}，{device}，{dtype}）… {elapsed} 秒",
+    },
+    # What a reply is waiting for, with the seconds since it was asked for.
+    "progress.queued": {
+        "en": "Waiting for the model: {ahead} reply(ies) ahead of yours · {elapsed} s",
+        "zh": "正在排队：前面还有 {ahead} 条回复 · {elapsed} 秒",
+    },
+    "progress.sheet": {
+        "en": "Looking at the reference sheet ({n} of {of})… {elapsed} s",
+        "zh": "正在看设定图（第 {n} 张，共 {of} 张）… {elapsed} 秒",
+    },
+    "progress.picture": {
+        "en": "Looking at your picture ({n} of {of})… {elapsed} s",
+        "zh": "正在看你发的图片（第 {n} 张，共 {of} 张）… {elapsed} 秒",
+    },
+    "progress.reading": {
+        "en": "Reading the conversation ({tokens} tokens)… {elapsed} s",
+        "zh": "正在阅读对话（{tokens} 个 token）… {elapsed} 秒",
+    },
+    "progress.thinking": {"en": "Thinking… {elapsed} s", "zh": "正在思考… {elapsed} 秒"},
+    "progress.writing": {"en": "Writing… {elapsed} s", "zh": "正在回复… {elapsed} 秒"},
     # Sampler settings.
     "sampler.temperature": {
         "en": "Temperature must be between 0 and 2 (0 = always the most likely word); got {value}.",
@@ -125,6 +150,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "The seed must be 0 or more; got {value}.",
         "zh": "随机种子必须为 0 或更大；当前为 {value}。",
     },
+    "chat.error.other": {"en": "{reason}", "zh": "{reason}"},
     "chat.error.too_long": {
         "en": "This message is too long for the model's context: it needs {needed} tokens, the limit is {budget}. "
         "Shorten it, attach fewer images, or lower the longest reply in the reply settings.",
@@ -145,6 +171,13 @@ STRINGS: dict[str, dict[str, str]] = {
     "refused.last_image": {
         "en": "A character needs at least one reference sheet; add another before removing this one.",
         "zh": "角色至少需要一张设定图；请先添加另一张再移除这张。",
+    },
+    "refused.reply_too_long": {
+        "en": "With this character a reply can be at most {most} tokens long: the model's context holds {limit} "
+        "tokens and the character (instruction, profile and reference images) takes {character}. Choose a "
+        "shorter longest reply; nothing was saved.",
+        "zh": "对这个角色，回复最长只能是 {most} 个 token：模型的上下文上限为 {limit} 个 token，"
+        "角色（指令、资料和参考图）已占用 {character} 个。请调低最长回复；设置尚未保存。",
     },
     "refused.bad_field": {
         "en": "The field “{field}” holds a value of the wrong kind; nothing was saved.",
@@ -218,6 +251,10 @@ STRINGS: dict[str, dict[str, str]] = {
     },
     "create.extra_images": {"en": "More reference images (optional)", "zh": "更多参考图（可选）"},
     "create.extra_help": {"en": "Other angles, expressions, outfits.", "zh": "其他角度、表情、服装。"},
+    "upload.limit": {
+        "en": "PNG, JPEG, WebP, BMP or GIF, up to {mb} MB each.",
+        "zh": "支持 PNG、JPEG、WebP、BMP 或 GIF，每个不超过 {mb} MB。",
+    },
     "create.main_caption": {"en": "Main sheet", "zh": "主设定图"},
     "create.more": {"en": "More details (optional)", "zh": "更多设定（可选）"},
     "create.submit": {"en": "Create character", "zh": "创建角色"},
@@ -317,11 +354,11 @@ STRINGS: dict[str, dict[str, str]] = {
     "chat.model_ready": {"en": "Model loaded", "zh": "模型已加载"},
     "chat.retry_model": {"en": "Try loading the model again", "zh": "重新加载模型"},
     "chat.stop": {"en": "Stop", "zh": "停止"},
-    "chat.queued": {
-        "en": "Waiting for the model: {ahead} reply(ies) ahead of yours.",
-        "zh": "正在排队：前面还有 {ahead} 条回复。",
-    },
     "chat.partial": {"en": "Unfinished: stopped before the end.", "zh": "未完成：在结束前被停止。"},
+    "chat.writing": {
+        "en": "Being written right now… (this refreshes by itself)",
+        "zh": "正在生成中…（会自动刷新）",
+    },
     "chat.failed": {"en": "This reply failed: {reason}", "zh": "此回复生成失败：{reason}"},
     "chat.previous": {"en": "Previous alternative", "zh": "上一个版本"},
     "chat.next": {"en": "Next alternative", "zh": "下一个版本"},
@@ -330,9 +367,19 @@ STRINGS: dict[str, dict[str, str]] = {
     "chat.edit_label": {"en": "Your message", "zh": "你的消息"},
     "chat.resend": {"en": "Save and resend", "zh": "保存并重新发送"},
     "chat.delete_message": {"en": "Delete", "zh": "删除"},
-    "chat.stats": {
-        "en": "First token {ttft} s · {tps} tokens/s · {prompt} prompt tokens ({cached} from cache)",
-        "zh": "首个 token {ttft} 秒 · 每秒 {tps} 个 token · 提示 {prompt} 个 token（缓存 {cached} 个）",
+    "chat.stats.waited": {"en": "waited {seconds} s for the model", "zh": "排队等待 {seconds} 秒"},
+    "chat.stats.stopped": {
+        "en": "stopped after {count} tokens",
+        "en_one": "stopped after 1 token",
+        "zh": "在第 {count} 个 token 后停止",
+    },
+    "chat.stats.speed": {
+        "en": "first token {ttft} s · {tps} tokens/s",
+        "zh": "首个 token {ttft} 秒 · 每秒 {tps} 个 token",
+    },
+    "chat.stats.prompt": {
+        "en": "{prompt} prompt tokens ({cached} from cache)",
+        "zh": "提示 {prompt} 个 token（缓存 {cached} 个）",
     },
     "chat.trimmed": {
         "en": "The conversation is longer than the model's context: the {count} oldest messages were left out of "

@@ -17,7 +17,7 @@ from typing import Any, Literal
 Quantization = Literal["4bit", "8bit", "none"]
 QUANTIZATIONS: tuple[str, ...] = ("4bit", "8bit", "none")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-DTYPES: tuple[str, ...] = ("bfloat16", "float32")
+DTYPES: tuple[str, ...] = ("auto", "bfloat16", "float32")
 
 DEFAULT_SECRETS_FILES = (Path(".streamlit/secrets.toml"), Path.home() / ".streamlit" / "secrets.toml")
 
@@ -33,7 +33,7 @@ class Settings:
     model_id: str = field(default="google/gemma-3-4b-it", metadata={"env": "REFSHEET_MODEL"})
     quantization: str = field(default="4bit", metadata={"env": "REFSHEET_QUANTIZATION"})
     device: str = field(default="auto", metadata={"env": "REFSHEET_DEVICE"})
-    dtype: str = field(default="bfloat16", metadata={"env": "REFSHEET_DTYPE"})
+    dtype: str = field(default="auto", metadata={"env": "REFSHEET_DTYPE"})
     data_dir: Path = field(default=Path("data"), metadata={"env": "REFSHEET_DATA_DIR"})
     database_url: str = field(default="", metadata={"env": "DATABASE_URL"})
     hf_token: str | None = field(default=None, metadata={"env": "HF_TOKEN"}, repr=False)

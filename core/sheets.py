@@ -113,7 +113,33 @@ def decode(data: bytes) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height as the file's header declares them, read without decoding any pixels.
+
+    Pillow's own decompression-bomb guard refuses to open a very large image before saying how
+    large it is; each accepted format's reader, made directly, reads just the header."""
+    Image.init()
+    for fmt in ACCEPTED_FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and not accept(data[:16]):
+            continue
+        try:
+            return factory(io.BytesIO(data), "").size
+        except Exception:  # noqa: BLE001 - not this format, or a broken header: the next reader, or None
+            continue
+    return None
+
+
+def _too_many_pixels(name: str, size: tuple[int, int], limits: ImageLimits) -> ImageRejected:
+    width, height = size
+    megapixels, limit = f"{width * height / 1e6:.0f}", f"{limits.max_pixels / 1e6:.0f}"
+    return ImageRejected("too_many_pixels", name, width=width, height=height, megapixels=megapixels, limit=limit)
+
+
 def _open(data: bytes, name: str, limits: ImageLimits) -> tuple[Image.Image, str]:
+    size = declared_size(data)
+    if size is not None and size[0] * size[1] > limits.max_pixels:
+        raise _too_many_pixels(name, size, limits)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -123,14 +149,7 @@ def _open(data: bytes, name: str, limits: ImageLimits) -> tuple[Image.Image, str
                 raise ImageRejected("unsupported", name, format=fmt or "?")
             width, height = image.size
             if width * height > limits.max_pixels:
-                raise ImageRejected(
-                    "too_many_pixels",
-                    name,
-                    width=width,
-                    height=height,
-                    megapixels=f"{width * height / 1e6:.0f}",
-                    limit=f"{limits.max_pixels / 1e6:.0f}",
-                )
+                raise _too_many_pixels(name, image.size, limits)
             if width == 0 or height == 0:
                 raise ImageRejected("corrupt", name)
             if getattr(image, "n_frames", 1) > 1:
@@ -141,10 +160,8 @@ def _open(data: bytes, name: str, limits: ImageLimits) -> tuple[Image.Image, str
         raise
     except UnidentifiedImageError as exc:
         raise ImageRejected("not_image", name) from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(
-            "too_many_pixels", name, width="?", height="?", megapixels="?", limit=f"{limits.max_pixels / 1e6:.0f}"
-        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # past our own check: frames
+        raise ImageRejected("corrupt", name) from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise ImageRejected("corrupt", name) from exc
 

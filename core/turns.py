@@ -2,39 +2,43 @@
 
 The path of a message: `send` commits the user's words (and validated images) → `reply` builds
 the `ReplyRequest` (character prefix, the chosen story so far, reply settings) and creates the reply
-row, marked partial, before the first token → iterating the `ReplyRun` streams from the backend and
+row, marked *writing*, before the first token → iterating the `ReplyRun` streams from the backend and
 saves the text as it grows → the row ends complete, partial (stopped, or the page went away) or
-error. A crash mid-reply leaves a partial reply, never a lost one. Regenerate, edit-and-resend and
-"get a reply" are the same `reply` with a different starting point.
+error. While it streams the writer renews its claim on the row every few seconds; a row whose
+writer died (a killed server) stops being renewed and reads as unfinished, with its text kept.
+Regenerate, edit-and-resend and "get a reply" are the same `reply` with a different starting point.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from core import access
-from core.backend import GenerationStats, OnWait, Replier, ReplyRequest, ReplyStream
+from core.backend import GenerationStats, OnProgress, Replier, ReplyRequest, ReplyStream
+from core.characters import character_prefix
 from core.conversations import sampler
 from core.errors import NotFound, UserError
-from core.lore import Lorebook
-from core.profile import profile_of
-from core.prompts import CharacterPrompt, PromptImage, Turn, character_prompt
+from core.i18n import Text
+from core.prompts import PromptImage, Turn
 from core.sheets import PreparedImage
 from core.users import Actor
-from storage import characters as chars
 from storage import conversations as convs
 from storage.db import session_scope
-from storage.tables import Character, MessageStatus, Role
+from storage.tables import Message, MessageStatus, Role
 
 FLUSH_SECONDS = 1.0
 FLUSH_CHUNKS = 16
+CLAIM_SECONDS = 5.0  # a writer renews its claim on the reply row at least this often…
+CLAIM_LEASE = timedelta(seconds=30)  # …and a claim not renewed for this long was a writer that died
 TITLE_LENGTH = 48
 
 
@@ -47,19 +51,53 @@ class Bubble:
     role: str
     text: str
     status: str
-    error: str = ""
+    error: Text | None = None  # why it failed, to show in the viewer's language
     variant: int = 0
     variants: int = 1  # how many alternatives the turn has (the ‹ 2/3 › pager)
     stats: dict[str, Any] = field(default_factory=dict)
     attachments: tuple[bytes, ...] = field(default=(), repr=False)  # thumbnails
+    updated_at: datetime | None = None
 
     @property
     def is_user(self) -> bool:
         return self.role == Role.USER
 
     @property
+    def being_written(self) -> bool:
+        """Streaming right now (in another tab, or for another viewer of the conversation)."""
+        return self.status == MessageStatus.WRITING and not _claim_expired(self.updated_at)
+
+    @property
     def unfinished(self) -> bool:
-        return self.status == MessageStatus.PARTIAL
+        """Stopped, or its writer died: the text so far is all there is."""
+        return self.status == MessageStatus.PARTIAL or (self.status == MessageStatus.WRITING and not self.being_written)
+
+
+def _claim_expired(updated_at: datetime | None) -> bool:
+    if updated_at is None:
+        return True
+    if updated_at.tzinfo is None:
+        updated_at = updated_at.replace(tzinfo=UTC)  # SQLite hands datetimes back naive; they are UTC
+    return datetime.now(UTC) - updated_at > CLAIM_LEASE
+
+
+def stored_error(exc: BaseException) -> str:
+    """What a failed reply row keeps: the error's code and parameters, translated only when shown."""
+    text = (
+        exc.text if isinstance(exc, UserError) else Text("chat.error.other", {"reason": str(exc) or type(exc).__name__})
+    )
+    return json.dumps(text.to_dict(), ensure_ascii=False)
+
+
+def error_of(stored: str) -> Text | None:
+    """The reason a row keeps; rows written before codes were stored hold the sentence itself."""
+    if not stored:
+        return None
+    try:
+        data = json.loads(stored)
+        return Text(str(data["key"]), dict(data.get("params") or {}))
+    except (ValueError, KeyError, TypeError):
+        return Text("chat.error.other", {"reason": stored})
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -69,22 +107,28 @@ def story(db: Engine, actor: Actor, conversation_id: int) -> list[Bubble]:
         access.conversation(session, actor, conversation_id)
         messages = convs.list_messages(session, conversation_id)
         counts = convs.variant_counts(session, conversation_id)
-        return [
-            Bubble(m.id, m.turn, m.role, m.text, m.status, m.error, m.variant, counts.get(m.turn, 1), dict(m.stats),
-                   tuple(a.thumbnail for a in convs.get_attachments(session, m.attachment_ids)))
-            for m in messages
-        ]  # fmt: skip
+        return [_bubble(session, m, counts.get(m.turn, 1)) for m in messages]
+
+
+def message(db: Engine, actor: Actor, conversation_id: int, message_id: int) -> Bubble:
+    """One message as it is now (a reply another viewer is writing, re-read to follow it)."""
+    with Session(db) as session:
+        access.conversation(session, actor, conversation_id)
+        row = convs.get_message(session, message_id)
+        if row is None or row.conversation_id != conversation_id:
+            raise NotFound("message", id=message_id)
+        return _bubble(session, row, len(convs.variants(session, conversation_id, row.turn)))
+
+
+def _bubble(session: Session, m: Message, variants: int) -> Bubble:
+    thumbnails = tuple(a.thumbnail for a in convs.get_attachments(session, m.attachment_ids))
+    return Bubble(m.id, m.turn, m.role, m.text, m.status, error_of(m.error), m.variant, variants, dict(m.stats),
+                  thumbnails, m.updated_at)  # fmt: skip
 
 
 def awaiting_reply(bubbles: Sequence[Bubble]) -> bool:
     """The character has not answered the last message (or not greeted yet)."""
     return not bubbles or bubbles[-1].is_user
-
-
-def character_prefix(session: Session, character: Character) -> CharacterPrompt:
-    """The character instruction with every reference image, main sheet first, and its character book."""
-    sheets = [PromptImage(s.sha256, s.data) for s in chars.get_images(session, character.id)]
-    return character_prompt(profile_of(character), sheets, Lorebook.from_card(character.character_book))
 
 
 def request_for(db: Engine, actor: Actor, conversation_id: int, before_turn: int | None = None) -> ReplyRequest:
@@ -164,36 +208,54 @@ def reply(
     conversation_id: int,
     *,
     regenerate_turn: int | None = None,
-    lang: str = "en",
     stop: threading.Event | None = None,
-    on_wait: OnWait | None = None,
+    on_progress: OnProgress | None = None,
 ) -> ReplyRun:
     """Start the character's reply: a new turn, or a new alternative of `regenerate_turn`.
 
-    The reply row exists (partial, empty) when this returns; iterate the result to stream the text."""
+    The reply row exists (writing, empty) when this returns; iterate the result to stream the text.
+    `on_progress` hears what the reply waits for (the queue, pictures, thinking), on this thread."""
     with session_scope(db) as session:
         request = _request(session, actor, conversation_id, regenerate_turn)
         if regenerate_turn is None:
-            row = convs.append_message(session, conversation_id, Role.ASSISTANT, "", status=MessageStatus.PARTIAL)
+            row = convs.append_message(session, conversation_id, Role.ASSISTANT, "", status=MessageStatus.WRITING)
         else:
             try:
-                row = convs.add_variant(session, conversation_id, regenerate_turn, "", MessageStatus.PARTIAL)
+                row = convs.add_variant(session, conversation_id, regenerate_turn, "", MessageStatus.WRITING)
             except LookupError as exc:  # the message was deleted in another tab
                 raise NotFound("message", id=regenerate_turn) from exc
         message_id, turn = row.id, row.turn
-    stream = backend.stream(request, stop, on_wait)
-    return ReplyRun(db, message_id, turn, stream, lang)
+    return ReplyRun(db, message_id, turn, lambda progress: backend.stream(request, stop, progress), on_progress)
 
 
 class ReplyRun:
     """A reply being written: iterate for its chunks while each is saved to its row.
 
-    Saved every FLUSH_SECONDS or FLUSH_CHUNKS chunks; at the end the row is complete, or partial
-    (stopped, abandoned) or error (failed), always with the text so far and the stats."""
+    Saved every FLUSH_SECONDS or FLUSH_CHUNKS chunks, and the claim renewed at least every
+    CLAIM_SECONDS while the backend is still busy before the first token; at the end the row is
+    complete, or partial (stopped, abandoned) or error (failed), always with the text so far and
+    the stats. `start` opens the backend's stream with the run's own progress hook."""
 
-    def __init__(self, db: Engine, message_id: int, turn: int, stream: ReplyStream, lang: str) -> None:
-        self.db, self.message_id, self.turn, self.stream, self.lang = db, message_id, turn, stream, lang
+    def __init__(
+        self,
+        db: Engine,
+        message_id: int,
+        turn: int,
+        start: Callable[[OnProgress], ReplyStream],
+        on_progress: OnProgress | None = None,
+    ) -> None:
+        self.db, self.message_id, self.turn = db, message_id, turn
+        self._on_progress = on_progress
+        self._text: list[str] = []
+        self._claimed = time.monotonic()
+        self.stream = start(self._progress)
         self._chunks = self._save_as_it_streams()
+
+    def _progress(self, phase: Text) -> None:
+        if time.monotonic() - self._claimed >= CLAIM_SECONDS:
+            self._save("".join(self._text), MessageStatus.WRITING, "")
+        if self._on_progress is not None:
+            self._on_progress(phase)
 
     @property
     def stats(self) -> GenerationStats:
@@ -209,25 +271,24 @@ class ReplyRun:
         self._chunks.close()
 
     def _save_as_it_streams(self) -> Iterator[str]:
-        text: list[str] = []
-        last_flush, pending = time.monotonic(), 0
+        text = self._text
+        pending = 0
         outcome, error = MessageStatus.PARTIAL, ""
         try:
             for chunk in self.stream:
                 text.append(chunk)
                 pending += 1
                 yield chunk
-                if pending >= FLUSH_CHUNKS or time.monotonic() - last_flush >= FLUSH_SECONDS:
-                    self._save("".join(text), MessageStatus.PARTIAL, "")
-                    last_flush, pending = time.monotonic(), 0
+                if pending >= FLUSH_CHUNKS or time.monotonic() - self._claimed >= FLUSH_SECONDS:
+                    self._save("".join(text), MessageStatus.WRITING, "")
+                    pending = 0
             outcome = MessageStatus.PARTIAL if self.stats.stopped else MessageStatus.COMPLETE
         except GeneratorExit:  # the page went away mid-reply (Stop, a rerun): keep what was said
             outcome = MessageStatus.PARTIAL
             raise
         except Exception as exc:
             outcome = MessageStatus.PARTIAL if text else MessageStatus.ERROR
-            # Our own errors say what to do in the user's language; anything else is stored as it came.
-            error = exc.message(self.lang) if isinstance(exc, UserError) else str(exc) or type(exc).__name__
+            error = stored_error(exc)  # a code and parameters: each viewer reads it in their language
             raise
         finally:
             self.stream.close()
@@ -236,6 +297,7 @@ class ReplyRun:
             self._save("".join(text), outcome, error)
 
     def _save(self, text: str, status: str, error: str) -> None:
+        self._claimed = time.monotonic()
         try:
             with session_scope(self.db) as session:
                 convs.update_message(

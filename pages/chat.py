@@ -6,10 +6,29 @@ from core import characters, conversations, turns
 from core.errors import NotFound
 from core.sheets import UPLOAD_EXTENSIONS
 from ui import resources
-from ui.chat import ReplyPlan, bubble, plan_reply, sampler_form, show_error, stream_reply, take_plan
+from ui.chat import (
+    ReplyPlan,
+    bubble,
+    ensure_ready,
+    model_failure,
+    plan_reply,
+    sampler_form,
+    show_error,
+    stream_reply,
+    take_plan,
+)
 from ui.language import tr
 from ui.markdown import inert
-from ui.widgets import ask_to_confirm, backend_status, checked_uploads, confirmation, local_time, page_setup
+from ui.widgets import (
+    ask_to_confirm,
+    backend_status,
+    checked_uploads,
+    confirmation,
+    fresh_area,
+    local_time,
+    page_setup,
+    unique_labels,
+)
 
 page_setup()
 db, actor, backend = resources.db(), resources.actor(), resources.backend()
@@ -36,7 +55,9 @@ if not summaries:
     st.page_link("pages/create.py", label=tr("home.first.button"), icon=":material/add_photo_alternate:")
     st.stop()
 
-names = {c.id: c.name for c in summaries}
+# Options are plain text (not Markdown) and each one distinct: a repeated name gets its number, or
+# the picker would map it back to the first character of that name.
+names = unique_labels({c.id: c.name or tr("common.unnamed") for c in summaries})
 character_id = query_int("character")
 if character_id not in names:
     character_id = summaries[0].id
@@ -45,7 +66,7 @@ st.sidebar.selectbox(
     tr("chat.character"),
     list(names),
     key="character_pick",
-    format_func=lambda i: names[i] or tr("common.unnamed"),  # options are plain text, not Markdown
+    format_func=names.get,
     on_change=lambda: show(st.session_state.character_pick),
 )
 
@@ -90,9 +111,9 @@ with st.sidebar:
     st.image(main_sheet.data, caption=inert(character.name) or tr("common.unnamed"))
     st.button(tr("chat.new"), icon=":material/add_comment:", on_click=new_conversation, width="stretch")
     st.session_state.conversation_pick = conversation_id
-    labels = {c.id: inert(c.title) or f"{tr('chat.untitled')} · {local_time(c.created_at)}" for c in chats}
-    repeated = {label for label in labels.values() if list(labels.values()).count(label) > 1}
-    labels = {i: f"{label} (#{i})" if label in repeated else label for i, label in labels.items()}
+    labels = unique_labels(
+        {c.id: inert(c.title) or f"{tr('chat.untitled')} · {local_time(c.created_at)}" for c in chats}
+    )
     st.radio(
         tr("chat.conversations"),
         list(labels),
@@ -108,49 +129,66 @@ with st.sidebar:
         if st.button(tr("chat.delete"), key="delete_conversation", icon=":material/delete:"):
             ask_to_confirm("confirm_conv_delete", conversation_id=conversation_id, title=conversation.title)
             st.rerun()
-    sampler_form(conversation)
-    backend_status(backend.status(), compact=True)
+    sampler_form(conversation, backend)
+    status_slot = st.empty()
+
+
+def show_status() -> None:
+    """The model's status, in one place (redrawn once a reply has loaded the model)."""
+    with status_slot.container():
+        backend_status(backend.status(), compact=True)
+
+
+show_status()
 
 # -- the conversation -------------------------------------------------------------------------------
-st.title(inert(character.name) or tr("common.unnamed"))
-st.caption(inert(conversation.title) or tr("chat.untitled"))
-if backend.status().state != "ready":
-    backend_status(backend.status())
-show_error()
-
 plan = take_plan(conversation_id)
 story = turns.story(db, actor, conversation_id)
+failed = backend.status().state == "failed"
 last_reply = max((b.turn for b in story if not b.is_user), default=None)
-for b in story:
-    if plan is not None and plan.regenerate_turn is not None and b.turn >= plan.regenerate_turn:
-        break  # the alternative being written replaces it on screen
-    bubble(b, conversation_id, avatar, last_reply=b.turn == last_reply)
 
-if rejected := st.session_state.pop("rejected_draft", None):
-    st.warning(tr("chat.not_sent", text=rejected["text"]) if rejected["text"] else tr("chat.not_sent_empty"))
-    for message in rejected["errors"]:
-        st.error(message, icon=":material/broken_image:")
+area = fresh_area("conversation", conversation_id)  # a switch clears the old conversation at once
+with area:
+    st.title(inert(character.name) or tr("common.unnamed"))
+    st.caption(inert(conversation.title) or tr("chat.untitled"))
+    show_error()
+    for b in story:
+        if plan is not None and plan.regenerate_turn is not None and b.turn >= plan.regenerate_turn:
+            break  # the alternative being written replaces it on screen
+        bubble(b, conversation_id, avatar, last_reply=b.turn == last_reply)
+    if rejected := st.session_state.pop("rejected_draft", None):
+        st.warning(tr("chat.not_sent", text=rejected["text"]) if rejected["text"] else tr("chat.not_sent_empty"))
+        for message in rejected["errors"]:
+            st.error(message, icon=":material/broken_image:")
+    if failed:  # the one place the reason shows, with the one button that tries again
+        model_failure(backend.status(), conversation_id, turns.awaiting_reply(story))
 
 prompt = st.chat_input(
     tr("chat.placeholder", name=character.name or tr("common.unnamed")),
     accept_file="multiple",
     file_type=UPLOAD_EXTENSIONS,
+    key=f"chat_input_{conversation_id}",  # words typed here can only ever go into this conversation
 )
 
-if plan is not None:
-    stream_reply(backend, plan, avatar)
-elif prompt is not None and (prompt.text.strip() or prompt.files):
-    images, errors = checked_uploads(prompt.files, remember=False)
-    if errors:  # nothing is stored; the text is shown back so it is not lost
-        st.session_state.rejected_draft = {"text": prompt.text, "errors": errors}
-        st.rerun()
-    turns.send(db, actor, conversation_id, prompt.text, images)
-    with st.chat_message("user"):
-        for image in images:
-            st.image(image.thumbnail, width=160)
-        st.markdown(inert(prompt.text))
-    stream_reply(backend, ReplyPlan(conversation_id), avatar)
-elif not story:
-    stream_reply(backend, ReplyPlan(conversation_id), avatar)  # no saved greeting: the character greets from its sheet
-elif turns.awaiting_reply(story):
-    st.button(tr("chat.get_reply"), icon=":material/reply:", on_click=plan_reply, args=(ReplyPlan(conversation_id),))
+with area:
+    if plan is not None:
+        stream_reply(backend, plan, avatar, show_status)
+    elif prompt is not None and (prompt.text.strip() or prompt.files):
+        images, errors = checked_uploads(prompt.files, remember=False)
+        if errors:  # nothing is stored; the text is shown back so it is not lost
+            st.session_state.rejected_draft = {"text": prompt.text, "errors": errors}
+            st.rerun()
+        turns.send(db, actor, conversation_id, prompt.text, images)
+        with st.chat_message("user"):
+            for image in images:
+                st.image(image.thumbnail, width=160)
+            st.markdown(inert(prompt.text))
+        stream_reply(backend, ReplyPlan(conversation_id), avatar, show_status)
+    elif not story and not failed:  # no saved greeting: the character greets from its sheet
+        stream_reply(backend, ReplyPlan(conversation_id), avatar, show_status)
+    elif st.session_state.get("retry_model"):  # "try again" with no reply waiting: just load it
+        ensure_ready(backend, show_status)
+    elif turns.awaiting_reply(story) and not failed:
+        st.button(
+            tr("chat.get_reply"), icon=":material/reply:", on_click=plan_reply, args=(ReplyPlan(conversation_id),)
+        )

@@ -5,15 +5,17 @@ import streamlit as st
 from core import characters
 from core.cards import CardError
 from core.errors import UserError
+from core.lore import Lorebook
+from core.profile import EDITABLE
 from core.sheets import UPLOAD_EXTENSIONS
 from ui import resources
-from ui.language import say, tr
+from ui.language import reply_language, say, tr
 from ui.markdown import inert
 from ui.profile_form import profile_inputs, shown_value
-from ui.widgets import card_upload, checked_uploads, forget_uploads, page_setup
+from ui.widgets import card_upload, checked_uploads, forget_uploads, lore_list, page_setup, upload_help
 
 BASICS = ("name", "notes", "language")
-MORE = ("first_mes", "personality", "scenario")
+MORE = tuple(name for name in EDITABLE if name not in BASICS)  # every other field a card can bring
 
 page_setup()
 db, actor = resources.db(), resources.actor()
@@ -35,18 +37,9 @@ if created := st.session_state.get("created_character"):
     st.stop()
 
 form = st.session_state.setdefault("create_form", 0)  # bump to clear every widget after a create
-main_file = st.file_uploader(
-    tr("create.main_sheet"), type=UPLOAD_EXTENSIONS, help=tr("create.main_help"), key=f"main_{form}"
-)
-extra_files = st.file_uploader(
-    tr("create.extra_images"),
-    type=UPLOAD_EXTENSIONS,
-    accept_multiple_files=True,
-    help=tr("create.extra_help"),
-    key=f"extra_{form}",
-)
 
-# A SillyTavern card is an optional shortcut: it fills the form and its picture can be the sheet.
+# A SillyTavern card is an optional shortcut, so it comes first: it fills the form below, and its
+# picture is the main sheet unless one is uploaded.
 with st.expander(tr("create.import_card"), icon=":material/badge:"):
     card_file = st.file_uploader(tr("create.import_card"), type=["png", "json"], key=f"card_{form}",
                                  label_visibility="collapsed")  # fmt: skip
@@ -57,7 +50,7 @@ if card_file is not None:
     if isinstance(draft, CardError):
         st.error(say(draft), icon=":material/badge:")
     else:
-        card_profile = draft.profile
+        card_profile = {"language": reply_language(), **draft.profile}
         if st.session_state.get(f"card_applied_{form}") != card_file.file_id:  # fill the form once per card
             st.session_state[f"card_applied_{form}"] = card_file.file_id
             for name in BASICS + MORE:
@@ -67,6 +60,16 @@ if card_file is not None:
         if draft.picture_error:
             st.error(say(draft.picture_error), icon=":material/broken_image:")
 
+main_file = st.file_uploader(
+    tr("create.main_sheet"), type=UPLOAD_EXTENSIONS, help=upload_help("create.main_help"), key=f"main_{form}"
+)
+extra_files = st.file_uploader(
+    tr("create.extra_images"),
+    type=UPLOAD_EXTENSIONS,
+    accept_multiple_files=True,
+    help=upload_help("create.extra_help"),
+    key=f"extra_{form}",
+)
 main_images, errors = checked_uploads([main_file] if main_file else [])
 main_images = main_images or ([] if main_file else card_sheet)
 extra_images, extra_errors = checked_uploads(extra_files or [])
@@ -81,9 +84,10 @@ if main_images or extra_images:
             caption = f"{caption} · {tr('create.card_picture')}"
         previews[i % 6].image(image.thumbnail, caption=caption)
 
-profile = profile_inputs(BASICS, key_suffix=form)
-with st.expander(tr("create.more")):
+profile = profile_inputs(BASICS, {"language": reply_language()}, key_suffix=form)
+with st.expander(tr("create.more"), expanded=bool(card_profile)):
     profile |= profile_inputs(MORE, key_suffix=form)
+lore_list(Lorebook.from_card(card_profile.get("character_book")))
 
 if st.button(tr("create.submit"), type="primary", icon=":material/person_add:"):
     if errors:

@@ -10,7 +10,20 @@ from ui import resources
 from ui.language import say, tr
 from ui.markdown import inert
 from ui.profile_form import profile_inputs
-from ui.widgets import ask_to_confirm, checked_uploads, confirmation, forget_uploads, local_time, page_setup
+from ui.widgets import (
+    ask_to_confirm,
+    checked_uploads,
+    confirmation,
+    forget_uploads,
+    local_time,
+    lore_list,
+    page_setup,
+    square_thumbnail,
+    upload_help,
+)
+
+COLUMNS = 3
+NOTE_LENGTH = 90  # a line of the notes on each card: enough to tell same-named characters apart
 
 page_setup()
 db, actor = resources.db(), resources.actor()
@@ -28,13 +41,16 @@ def delete_character(character_id: int, name: str, conversations: int) -> None:
     st.toast(tr("library.deleted", name=inert(name)), icon=":material/delete:")
 
 
-def image_action(action, *args) -> None:
-    """Run an image change; a refusal (or an image gone in another tab) is said, not raised."""
+def act(action, *args) -> None:
+    """Run a change; a refusal (or a character or image gone in another tab) is said, not raised."""
     try:
         action(db, actor, *args)
     except UserError as exc:
         st.session_state.library_error = say(exc)
 
+
+if error := st.session_state.pop("library_error", None):
+    st.error(error, icon=":material/error:")
 
 confirmation(
     "confirm_delete",
@@ -54,8 +70,6 @@ def editor(character_id: int) -> None:
         st.rerun()
     st.button(tr("library.back"), icon=":material/arrow_back:", on_click=close_editor)
     st.subheader(inert(character.name) or tr("common.unnamed"))
-    if error := st.session_state.pop("library_error", None):
-        st.error(error, icon=":material/error:")
 
     with st.form(f"edit_{character_id}"):
         changes = profile_inputs(EDITABLE, character.model_dump())
@@ -76,12 +90,7 @@ def editor(character_id: int) -> None:
         icon=":material/download:",
     )
 
-    book = characters.lore(character)
-    if book.entries:  # from an imported card; shown so the user knows what the character may draw on
-        with st.expander(tr("library.book", count=len(book.entries)), icon=":material/menu_book:"):
-            for entry in book.entries:
-                st.markdown(f"**{inert(', '.join(entry.keys)) or tr('library.book_always')}**")
-                st.text(entry.content)
+    lore_list(characters.lore(character))  # from an imported card: what the character may draw on
 
     st.subheader(tr("library.images"))
     cols = st.columns(4)
@@ -90,19 +99,23 @@ def editor(character_id: int) -> None:
             st.image(image.thumbnail, caption=tr("create.main_caption") if image.position == 0 else image.original_name)
             if image.position != 0:
                 st.button(tr("library.make_main"), key=f"main_{image.id}", icon=":material/star:",
-                          on_click=image_action, args=(characters.set_main_image, character_id, image.id))  # fmt: skip
+                          on_click=act, args=(characters.set_main_image, character_id, image.id))  # fmt: skip
             if len(images) > 1:
                 st.button(tr("library.remove_image"), key=f"remove_{image.id}", icon=":material/close:",
-                          on_click=image_action, args=(characters.remove_image, character_id, image.id))  # fmt: skip
+                          on_click=act, args=(characters.remove_image, character_id, image.id))  # fmt: skip
     round_ = st.session_state.get("add_round", 0)
     uploads = st.file_uploader(
-        tr("library.add_images"), type=UPLOAD_EXTENSIONS, accept_multiple_files=True, key=f"add_{character_id}_{round_}"
+        tr("library.add_images"),
+        type=UPLOAD_EXTENSIONS,
+        accept_multiple_files=True,
+        help=upload_help("create.extra_help"),
+        key=f"add_{character_id}_{round_}",
     )
     prepared, errors = checked_uploads(uploads or [])
     for message in errors:
         st.error(message, icon=":material/broken_image:")
     if prepared and not errors and st.button(tr("library.add_button"), icon=":material/add_photo_alternate:"):
-        image_action(characters.add_images, character_id, prepared)
+        act(characters.add_images, character_id, prepared)
         forget_uploads()
         st.session_state.add_round = round_ + 1
         st.rerun()
@@ -119,34 +132,47 @@ if not summaries:
     st.info(tr("library.none_found") if query else tr("library.empty"), icon=":material/search_off:")
     st.page_link("pages/create.py", label=tr("home.new_character"), icon=":material/add_photo_alternate:")
 
-grid = st.columns(3)
-for i, summary in enumerate(summaries):
-    with grid[i % 3].container(border=True):
-        if summary.thumbnail:
-            st.image(summary.thumbnail, width="stretch")
-        st.markdown(f"**{inert(summary.name) or tr('common.unnamed')}**")
-        st.caption(
-            tr(
-                "library.card_meta",
-                language=summary.language,
-                count=summary.conversation_count,
-                when=local_time(summary.last_activity),
+
+def note_line(notes: str) -> str:
+    first = notes.strip().splitlines()[0] if notes.strip() else ""
+    return first if len(first) <= NOTE_LENGTH else first[: NOTE_LENGTH - 1] + "…"
+
+
+for start in range(0, len(summaries), COLUMNS):  # row by row, so the cards of a row line up
+    for column, summary in zip(st.columns(COLUMNS), summaries[start : start + COLUMNS], strict=False):
+        with column.container(border=True, height="stretch"):
+            if summary.thumbnail:
+                st.image(square_thumbnail(summary.thumbnail), width="stretch")
+            st.markdown(f"**{inert(summary.name) or tr('common.unnamed')}**")
+            st.caption(inert(note_line(summary.notes)) or "\u00a0")  # a line even without notes: even heights
+            st.caption(
+                tr(
+                    "library.card_meta",
+                    language=summary.language,
+                    count=summary.conversation_count,
+                    when=local_time(summary.last_activity),
+                )
             )
-        )
-        st.page_link(
-            "pages/chat.py", label=tr("library.chat"), icon=":material/forum:", query_params={"character": summary.id}
-        )
-        actions = st.container(horizontal=True, gap="small")  # buttons keep their labels and wrap if narrow
-        if actions.button(tr("library.edit"), key=f"edit_{summary.id}", icon=":material/edit:", type="tertiary"):
-            st.session_state.editing = summary.id
-            st.rerun()
-        if actions.button(
-            tr("library.duplicate"), key=f"dup_{summary.id}", icon=":material/content_copy:", type="tertiary"
-        ):
-            characters.duplicate(db, actor, summary.id, tr("library.copy_suffix"))
-            st.rerun()
-        if actions.button(tr("common.delete"), key=f"del_{summary.id}", icon=":material/delete:", type="tertiary"):
-            ask_to_confirm(
-                "confirm_delete", character_id=summary.id, name=summary.name, conversations=summary.conversation_count
+            st.page_link(
+                "pages/chat.py",
+                label=tr("library.chat"),
+                icon=":material/forum:",
+                query_params={"character": summary.id},
             )
-            st.rerun()
+            actions = st.container(horizontal=True, gap="small")  # buttons keep their labels and wrap if narrow
+            if actions.button(tr("library.edit"), key=f"edit_{summary.id}", icon=":material/edit:", type="tertiary"):
+                st.session_state.editing = summary.id
+                st.rerun()
+            if actions.button(
+                tr("library.duplicate"), key=f"dup_{summary.id}", icon=":material/content_copy:", type="tertiary"
+            ):
+                act(characters.duplicate, summary.id, tr("library.copy_suffix"))
+                st.rerun()
+            if actions.button(tr("common.delete"), key=f"del_{summary.id}", icon=":material/delete:", type="tertiary"):
+                ask_to_confirm(
+                    "confirm_delete",
+                    character_id=summary.id,
+                    name=summary.name,
+                    conversations=summary.conversation_count,
+                )
+                st.rerun()

@@ -210,6 +210,10 @@ def update_message(session: Session, message_id: int, **changes: Any) -> Message
     return message
 
 
+def get_message(session: Session, message_id: int) -> Message | None:
+    return session.get(Message, message_id)
+
+
 def list_messages(session: Session, conversation_id: int) -> list[Message]:
     """The story: the chosen message of each turn, in order."""
     stmt = (

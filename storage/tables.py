@@ -48,7 +48,8 @@ class Role(StrEnum):
 
 class MessageStatus(StrEnum):
     COMPLETE = "complete"
-    PARTIAL = "partial"  # stopped, failed part-way or the server died while it streamed
+    WRITING = "writing"  # being streamed now; the writer renews `updated_at` while it lives
+    PARTIAL = "partial"  # stopped, or failed part-way
     ERROR = "error"  # nothing came back; `error` says why
 
 

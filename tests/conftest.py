@@ -216,3 +216,18 @@ def tiny_handle_f32(tiny_checkpoint: Path):
     from core.settings import Settings
 
     return load_model(Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu", dtype="float32"))
+
+
+@pytest.fixture
+def huge_png() -> bytes:
+    """A valid PNG header declaring 12000×12000 pixels (144 megapixels), without the pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )

@@ -155,6 +155,31 @@ def _messages(page) -> list[str]:
     return [m.inner_text() for m in page.locator('[data-testid="stChatMessage"]').all()]
 
 
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+
+
+def _seed(data_dir: Path, png: bytes, name: str, notes: str = "", **profile) -> int:
+    """A character stored straight into the server's database (as an earlier session would have)."""
+    from core import characters
+    from core.sheets import prepare_image
+    from core.users import LOCAL_USER
+    from storage.db import make_engine, migrate
+
+    engine = make_engine(f"sqlite:///{data_dir / 'refsheet.db'}")
+    migrate(engine)
+    made = characters.create(engine, LOCAL_USER, {"name": name, "notes": notes, **profile}, [prepare_image(png)])
+    engine.dispose()
+    return made.id
+
+
 def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -195,8 +220,8 @@ def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -
         main_sheet = page.get_by_role("region", name="Main reference sheet (required)")
         main_sheet.locator('input[type="file"]').set_input_files(str(shared / "images" / "seraphina_neutral.png"))
         expect(page.locator('[data-testid="stImage"]').first).to_be_visible(timeout=30_000)
-        page.get_by_label("Name").fill("Seraphina")
-        page.get_by_label("Notes").fill("Guardian of the forest glade.")
+        page.get_by_label("Name", exact=True).fill("Seraphina")
+        page.get_by_label("Notes", exact=True).fill("Guardian of the forest glade.")
         _wait_idle(page)
         _shot(page, "create")
         page.get_by_role("button", name="Create character").click()
@@ -251,3 +276,130 @@ def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -
     leaks = [json.loads(line) for line in net_log.read_text().splitlines()] if net_log.exists() else []
     assert leaks == [], f"the server reached beyond loopback: {leaks}"
     assert outside == [], f"the page asked for something beyond loopback: {outside}"
+
+
+def _seed_long_chat(data_dir: Path, png: bytes) -> tuple[int, int]:
+    """A character without a saved greeting, and a conversation with her of eight messages."""
+    from core import conversations, turns
+    from core.users import LOCAL_USER
+    from storage import conversations as convs
+    from storage.db import make_engine, session_scope
+    from storage.tables import Role
+
+    mira = _seed(data_dir, png, "Mira", "No greeting saved")
+    engine = make_engine(f"sqlite:///{data_dir / 'refsheet.db'}")
+    chat = conversations.start(engine, LOCAL_USER, mira).id
+    with session_scope(engine) as s:
+        for i in range(8):
+            convs.append_message(s, chat, Role.USER if i % 2 else Role.ASSISTANT, f"Old message {i}")
+    assert len(turns.story(engine, LOCAL_USER, chat)) == 8
+    engine.dispose()
+    return mira, chat
+
+
+def test_what_a_new_user_meets(server, shared: Path, tmp_path: Path) -> None:
+    """Issue 11 in a real browser: the language holds across pages, an oversized sheet is named with
+    its size, the waits are explained, two same-named characters keep their own chats, cards line up."""
+    from playwright.sync_api import expect, sync_playwright
+    from sqlmodel import Session
+
+    from storage import conversations as convs
+    from storage.db import make_engine
+
+    srv, net_log = server
+    url = f"http://127.0.0.1:{srv.port}"
+    data = Path(srv.env["REFSHEET_DATA_DIR"])
+    neutral = (shared / "images" / "seraphina_neutral.png").read_bytes()
+    joy = (shared / "images" / "seraphina_joy.png").read_bytes()
+    first = _seed(data, neutral, "Seraphina", "The forest guardian", first_mes="Hello from the first.")
+    second = _seed(data, joy, "Seraphina", "My own version, in a red dress with a much longer note", first_mes="Hi.")
+    mira, long_chat = _seed_long_chat(data, neutral)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US")
+
+        # 3: 简体中文 chosen once holds on every page.
+        page.goto(url)
+        expect(page.get_by_role("heading", name="RefSheet Chat")).to_be_visible(timeout=60_000)
+        page.get_by_label("Language").click()
+        page.get_by_role("option", name="简体中文").click()
+        expect(page.get_by_role("heading", name="RefSheet Chat 角色设定图聊天")).to_be_visible(timeout=30_000)
+        page.get_by_role("link", name="角色库").first.click()
+        expect(page.get_by_role("heading", name="角色库")).to_be_visible(timeout=30_000)
+        page.get_by_role("link", name="创建").first.click()
+        expect(page.get_by_role("heading", name="创建角色")).to_be_visible(timeout=30_000)
+        page.get_by_label("界面语言").click()
+        page.get_by_role("option", name="English").click()
+        expect(page.get_by_role("heading", name="Create a character")).to_be_visible(timeout=30_000)
+
+        # 10: a 27 MB sheet reaches the app, which says how large it is and what the limit is.
+        big = tmp_path / "big.png"
+        big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(27 * 2**20))
+        sheet_box = page.get_by_role("region", name="Main reference sheet (required)")
+        sheet_box.locator('input[type="file"]').set_input_files(str(big))
+        expect(page.get_by_text("“big.png” is 27 MB; the limit is 20 MB")).to_be_visible(timeout=60_000)
+
+        # 15: the library's cards of one row are the same height, and same names can be told apart.
+        page.goto(f"{url}/library")
+        expect(page.get_by_text("The forest guardian")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("My own version, in a red dress")).to_be_visible()
+        _wait_idle(page)
+        heights = page.eval_on_selector_all(  # the bordered blocks: one card each
+            '[data-testid="stVerticalBlock"]',
+            """els => els.filter(e => getComputedStyle(e).borderTopWidth !== "0px" && e.innerText.includes("Seraphina"))
+                        .map(e => Math.round(e.getBoundingClientRect().height))""",
+        )
+        assert len(heights) == 2 and len(set(heights)) == 1, heights
+        _shot(page, "library-same-names")
+
+        # 1: "Chat" on the second Seraphina talks to the second Seraphina, and nothing goes to the first.
+        page.locator(f'a[href$="chat?character={second}"]').click()
+        expect(page.get_by_text("Hi.", exact=True)).to_be_visible(timeout=60_000)
+        # 5: the first reply loads the model, saying so; nothing stale stays once it is loaded.
+        chat_input = page.locator('[data-testid="stChatInputTextArea"]')
+        chat_input.fill("Which one are you?")
+        chat_input.press("Enter")
+        expect(page.get_by_text("Loading the model")).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("button", name="Regenerate")).to_have_count(1, timeout=120_000)
+        _wait_idle(page)
+        assert f"character={second}" in page.url
+        expect(page.get_by_text("not loaded yet")).to_have_count(0)
+        expect(page.get_by_text("Model ready")).to_have_count(1)
+        engine = make_engine(f"sqlite:///{data / 'refsheet.db'}")
+        with Session(engine) as s:
+            assert convs.list_conversations(s, first) == []
+            (mine,) = convs.list_conversations(s, second)
+            assert [m.text for m in convs.list_messages(s, mine.id)][:2] == ["Hi.", "Which one are you?"]
+            convs.save_settings(s, mine.id, {"temperature": 0, "max_new_tokens": 2500})  # a long reply next
+            s.commit()
+        engine.dispose()
+
+        # 5: while one user's long reply is written, another one is told they wait, and for how long.
+        chat_input.fill("Tell me a very long story.")
+        chat_input.press("Enter")
+        expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=60_000)
+        other = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900}).new_page()
+        other.goto(f"{url}/chat?character={first}")
+        expect(other.get_by_text("Hello from the first.")).to_be_visible(timeout=60_000)
+        other_input = other.locator('[data-testid="stChatInputTextArea"]')
+        other_input.fill("Are you free?")
+        other_input.press("Enter")
+        waiting = other.get_by_text(re.compile(r"Waiting for the model: 1 reply\(ies\) ahead of yours · \d+ s"))
+        expect(waiting).to_be_visible(timeout=30_000)
+        _shot(other, "waiting-in-the-queue")
+        page.get_by_role("button", name="Stop").click()  # the first user stops; the second is served
+        expect(other.get_by_role("button", name="Regenerate")).to_have_count(1, timeout=120_000)
+
+        # 6: "New conversation" clears the old one from the screen at once and streams the greeting.
+        page.goto(f"{url}/chat?character={mira}&conversation={long_chat}")
+        expect(page.locator('[data-testid="stChatMessage"]')).to_have_count(8, timeout=60_000)
+        _wait_idle(page)
+        page.get_by_role("button", name="New conversation").click()
+        expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=30_000)
+        shown = page.locator('[data-testid="stChatMessage"]')
+        assert shown.count() == 1, [m.inner_text()[:40] for m in shown.all()]  # only the greeting being written
+        expect(page.locator('[data-stale="true"] [data-testid="stChatMessage"]')).to_have_count(0)
+        browser.close()
+
+    leaks = [json.loads(line) for line in net_log.read_text().splitlines()] if net_log.exists() else []
+    assert leaks == [], f"the server reached beyond loopback: {leaks}"

@@ -29,8 +29,8 @@ def conversation(engine, neutral_png: bytes) -> int:
     return conv.id
 
 
-def _reply(engine, chat_engine: ChatEngine, conversation: int, stop: threading.Event | None = None, lang: str = "en"):
-    run = turns.reply(engine, LOCAL_USER, chat_engine, conversation, stop=stop, lang=lang)
+def _reply(engine, chat_engine: ChatEngine, conversation: int, stop: threading.Event | None = None):
+    run = turns.reply(engine, LOCAL_USER, chat_engine, conversation, stop=stop)
     return run.message_id, run
 
 
@@ -44,8 +44,9 @@ def test_the_user_message_and_an_unfinished_reply_row_exist_before_generation(en
     with Session(engine) as s:
         texts = [(m.role, m.text, m.status) for m in convs.list_messages(s, conversation)]
     assert texts[1] == ("user", "Tell me a long story about the forest and its guardians", "complete")
-    assert texts[2] == ("assistant", "", "partial")  # a crash now reads as an unfinished reply
-    assert _row(engine, message_id).status == MessageStatus.PARTIAL
+    # Claimed by its writer: a crash now leaves a row whose claim lapses, read as an unfinished reply.
+    assert texts[2] == ("assistant", "", "writing")
+    assert _row(engine, message_id).status == MessageStatus.WRITING
 
 
 def test_reply_is_saved_while_it_streams_then_completed(engine, chat_engine, conversation, monkeypatch) -> None:
@@ -57,7 +58,7 @@ def test_reply_is_saved_while_it_streams_then_completed(engine, chat_engine, con
         if len(seen) == 30:
             saved_midway = _row(engine, message_id)
     assert saved_midway is not None and saved_midway.text and "".join(seen).startswith(saved_midway.text)
-    assert saved_midway.status == MessageStatus.PARTIAL
+    assert saved_midway.status == MessageStatus.WRITING
     final = _row(engine, message_id)
     assert final.text == "".join(seen) and final.status == MessageStatus.COMPLETE
     assert final.stats["new_tokens"] == 400 and final.stats["prompt_tokens"] > 0
@@ -90,9 +91,12 @@ def test_a_page_that_goes_away_mid_reply_keeps_the_text(engine, chat_engine, con
 def test_a_failure_is_recorded_on_the_row(engine, chat_engine, conversation) -> None:
     too_long = SamplerSettings(temperature=0, max_new_tokens=4096)  # beyond the context
     conversations.save_sampler(engine, LOCAL_USER, conversation, too_long)
-    message_id, chunks = _reply(engine, chat_engine, conversation, lang="zh")
+    message_id, chunks = _reply(engine, chat_engine, conversation)
     with pytest.raises(ContextOverflow, match="the model's context holds"):
         list(chunks)
     row = _row(engine, message_id)
-    # Stored in the user's language, saying what to shorten: here the reply length leaves no room.
-    assert row.status == MessageStatus.ERROR and "模型的上下文上限" in row.error and "调低最长回复" in row.error
+    # Stored as a code, read in each viewer's language, saying what to shorten: here the reply length.
+    reason = turns.error_of(row.error)
+    assert row.status == MessageStatus.ERROR and reason.key == "chat.error.character_too_long"
+    assert "模型的上下文上限" in reason.render("zh") and "调低最长回复" in reason.render("zh")
+    assert "the model's context holds" in reason.render("en")

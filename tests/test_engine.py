@@ -17,7 +17,7 @@ import torch
 from core.backend import ContextOverflow, ReplyRequest, collect
 from core.gemma.backend import GemmaBackend
 from core.gemma.engine import ChatEngine
-from core.gemma.model import ModelLoadError, load_model
+from core.gemma.model import ModelLoadError, load_model, resolve_dtype
 from core.i18n import Text
 from core.profile import Profile
 from core.prompts import Turn, build_messages, character_prompt
@@ -197,7 +197,7 @@ def test_backend_loads_lazily_once_and_reports_status(tiny_checkpoint: Path) -> 
 
     def loader(settings, progress):
         calls.append(settings.model_id)
-        progress(Text("model.phase.load", {"quantization": "none", "device": "cpu"}))
+        progress(Text("model.phase.load", {"quantization": "none", "device": "cpu", "dtype": "float32"}))
         return load_model(settings, progress)
 
     backend = GemmaBackend(Settings(model_id=str(tiny_checkpoint), quantization="none"), ChatEngine, loader)
@@ -211,11 +211,12 @@ def test_backend_loads_lazily_once_and_reports_status(tiny_checkpoint: Path) -> 
         th.join()
     assert len(calls) == 1 and len({id(e) for e in engines}) == 1  # one load, one shared engine
     status = backend.status()
-    # "tiny-gemma3… · none · cpu · 3 MB": what was loaded, how, where, and how much memory it takes
-    _name, quantization, device, footprint = status.description.split(" · ")
+    # "tiny-gemma3… · none · cpu · float32 · 3 MB": what was loaded, how, where, in what precision, its size
+    _name, quantization, device, dtype, footprint = status.description.split(" · ")
     assert status.state == "ready" and quantization == "none" and device == "cpu"
-    assert footprint.endswith("MB") and phases
-    assert phases[0].render("zh") == "正在加载模型（none，cpu）…"  # each viewer reads the phase in their language
+    assert dtype == resolve_dtype("auto", "cpu") and footprint.endswith("MB") and phases
+    # each viewer reads the phase in their language, with its clock
+    assert phases[-1].render("zh") == f"正在加载模型（none，cpu，{dtype}）… 0 秒"
 
 
 def test_backend_remembers_a_failure() -> None:
@@ -235,7 +236,11 @@ def test_two_users_at_once_are_served_one_after_the_other(chat_engine, sheet) ->
     waits: dict[int, list[int]] = {0: [], 1: []}
 
     def user(i: int) -> None:
-        stream = chat_engine.stream(requests[i], on_wait=waits[i].append)
+        def heard(phase: Text) -> None:
+            if phase.key == "progress.queued":
+                waits[i].append(phase.params["ahead"])
+
+        stream = chat_engine.stream(requests[i], on_progress=heard)
         first = None
         parts = []
         for chunk in stream:
@@ -253,4 +258,39 @@ def test_two_users_at_once_are_served_one_after_the_other(chat_engine, sheet) ->
     assert results == {0: expected[0], 1: expected[1]}  # complete and correct
     (_, first_end), (second_start, _) = sorted(spans.values())
     assert first_end <= second_start  # never interleaved
-    assert waits[0] + waits[1] == [1]  # the later one was told one request was ahead of it
+    assert sorted(set(waits[0])) + sorted(set(waits[1])) == [1]  # the later one was told one request was ahead
+
+
+def test_progress_says_what_a_reply_is_waiting_for(chat_engine, sheet, joy_png: bytes) -> None:
+    """Before the first token a user hears each phase, with its clock: each picture, then thinking."""
+    from core.prompts import PromptImage
+    from core.sheets import prepare_image
+
+    joy = prepare_image(joy_png, "joy.png")
+    prefix = character_prompt(PROFILE, [sheet, PromptImage(joy.sha256, joy.data)])
+    heard: list[Text] = []
+    text = collect(chat_engine.stream(ReplyRequest(prefix, _history(1), GREEDY), on_progress=heard.append))
+    assert text
+    before_text = [p for p in heard if p.key != "progress.writing"]
+    assert [(p.key, p.params.get("n")) for p in before_text if p.key == "progress.sheet"] == [
+        ("progress.sheet", 1),
+        ("progress.sheet", 2),
+    ]
+    assert before_text[-1].key == "progress.thinking"
+    assert all(isinstance(p.params["elapsed"], int) for p in heard)
+    assert heard[0].render("zh") == "正在看设定图（第 1 张，共 2 张）… 0 秒"
+    assert heard[0].render("en") == "Looking at the reference sheet (1 of 2)… 0 s"
+
+
+def test_dtype_auto_uses_bfloat16_only_where_it_is_fast() -> None:
+    assert resolve_dtype("auto", "cuda", frozenset()) == "bfloat16"
+    assert resolve_dtype("auto", "cpu", frozenset({"avx2", "fma"})) == "float32"  # an AVX2-only CPU
+    assert resolve_dtype("auto", "cpu", frozenset({"avx512f", "avx512_bf16"})) == "bfloat16"
+    assert resolve_dtype("auto", "cpu", frozenset({"amx_bf16"})) == "bfloat16"
+    assert resolve_dtype("float32", "cuda", frozenset()) == "float32"  # an explicit choice stands
+    assert Settings().dtype == "auto"
+
+
+def test_auto_dtype_loads_what_this_cpu_does_best(tiny_checkpoint: Path) -> None:
+    handle = load_model(Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu"))
+    assert str(handle.dtype) == f"torch.{resolve_dtype('auto', 'cpu')}"

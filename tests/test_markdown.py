@@ -21,3 +21,12 @@ def test_streamed_text_is_defused_across_chunk_boundaries(size: int) -> None:
     chunks = [TRAP[i : i + size] for i in range(0, len(TRAP), size)]
     assert "".join(inert_stream(chunks)) == inert(TRAP)
     assert "".join(inert_stream(["Hi!", "!", ""])) == "Hi!!"
+
+
+def test_role_play_conventions_keep_their_characters() -> None:
+    text = "*waves* Hi~ that is ~so~ cheap: $5, or $x^2$ gold"
+    shown = inert(text)
+    assert shown.startswith("*waves*")  # an action stays italic
+    assert "~" not in shown.replace("\\~", "") and "$" not in shown.replace("\\$", "")  # no strikethrough, no TeX
+    assert shown.replace("\\", "") == text
+    assert "".join(inert_stream([text[i : i + 3] for i in range(0, len(text), 3)])) == shown

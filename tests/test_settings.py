@@ -49,12 +49,14 @@ def test_with_changes_one_value() -> None:
     assert Settings().with_(quantization="none").quantization == "none"
 
 
-def test_streamlit_config_never_phones_home_and_shows_the_real_upload_limit() -> None:
+def test_streamlit_config_never_phones_home_and_lets_oversized_files_reach_the_app() -> None:
     import tomllib
 
     from tests.conftest import ROOT
 
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["browser"]["gatherUsageStats"] is False
-    # The uploader prints its ceiling ("20MB per file"): it must be the limit the app applies.
-    assert config["server"]["maxUploadSize"] == load_settings(environ={}, secrets={}).max_upload_mb
+    # Streamlit's uploader silently drops a file over its ceiling (a red "!" and nothing else), so
+    # the ceiling sits well above the app's own limit: a 27 MB sheet reaches the app, which says
+    # "27 MB; the limit is 20 MB" (the browser test uploads one).
+    assert config["server"]["maxUploadSize"] >= 5 * load_settings(environ={}, secrets={}).max_upload_mb

@@ -7,19 +7,22 @@ button or by sending a message, carried out by `stream_reply` in the same or the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import streamlit as st
 
 from core import conversations, turns
-from core.backend import Backend, BackendError
-from core.errors import UserError
+from core.backend import Backend, BackendError, BackendStatus
+from core.errors import NotFound, UserError
 from core.sampling import InvalidSampler, SamplerSettings
 from core.turns import Bubble
 from storage.tables import Conversation
 from ui import resources
 from ui.language import lang, say, tr
 from ui.markdown import inert, inert_stream
+
+LIVE_REFRESH_SECONDS = 2  # how often a reply another viewer is writing is re-read
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ def plan_reply(plan: ReplyPlan) -> None:
 
 
 def take_plan(conversation_id: int) -> ReplyPlan | None:
-    """The reply planned for this conversation, if any (a plan for another one is dropped)."""
+    """The reply planned for this conversation, if any (a plan made for another one is dropped)."""
     plan = st.session_state.pop("reply_plan", None)
     return plan if plan is not None and plan.conversation_id == conversation_id else None
 
@@ -64,6 +67,9 @@ def show_error() -> None:
 # -- one message --------------------------------------------------------------------------------------
 def bubble(b: Bubble, conversation_id: int, avatar: bytes | None, *, last_reply: bool) -> None:
     """A message as the user sees it, with its pager, regenerate, edit and delete controls."""
+    if b.being_written:  # by another tab or viewer: follow it instead of offering controls
+        _live_bubble(conversation_id, b.id, avatar)
+        return
     with st.chat_message("user" if b.is_user else "assistant", avatar=None if b.is_user else avatar):
         for thumbnail in b.attachments:
             st.image(thumbnail, width=160)
@@ -74,7 +80,7 @@ def bubble(b: Bubble, conversation_id: int, avatar: bytes | None, *, last_reply:
         if b.unfinished:
             st.caption(tr("chat.partial"))
         if b.error:
-            st.error(tr("chat.failed", reason=b.error), icon=":material/error:")
+            st.error(tr("chat.failed", reason=say(b.error)), icon=":material/error:")
         with st.container(horizontal=True, gap="small"):
             if not b.is_user and b.variants > 1:
                 _pager(b, conversation_id)
@@ -88,6 +94,20 @@ def bubble(b: Bubble, conversation_id: int, avatar: bytes | None, *, last_reply:
                       on_click=_safely, args=(turns.delete, conversation_id, b.turn))  # fmt: skip
         if not b.is_user and last_reply and b.stats.get("new_tokens"):
             stats_caption(b.stats)
+
+
+@st.fragment(run_every=LIVE_REFRESH_SECONDS)
+def _live_bubble(conversation_id: int, message_id: int, avatar: bytes | None) -> None:
+    """A reply someone else is writing, re-read every few seconds; the page redraws once it is done."""
+    try:
+        b = turns.message(resources.db(), resources.actor(), conversation_id, message_id)
+    except NotFound:
+        st.rerun(scope="app")
+    if not b.being_written:
+        st.rerun(scope="app")
+    with st.chat_message("assistant", avatar=avatar):
+        st.markdown(inert(b.text))
+        st.caption(tr("chat.writing"))
 
 
 def _pager(b: Bubble, conversation_id: int) -> None:
@@ -108,16 +128,25 @@ def _edit_form(b: Bubble, conversation_id: int) -> None:
 
 
 def stats_caption(s: dict) -> None:
+    """How the reply went: the wait for the model, first token and speed, and what the cache saved."""
+    parts = []
+    if s.get("queued_s", 0) >= 1:
+        parts.append(tr("chat.stats.waited", seconds=f"{s['queued_s']:.0f}"))
+    if s.get("stopped"):
+        parts.append(tr("chat.stats.stopped", count=s["new_tokens"]))
+    if s.get("new_tokens", 0) >= 2:  # one token has no speed, and its first-token time says little
+        parts.append(tr("chat.stats.speed", ttft=f"{s['ttft_s']:.2f}", tps=f"{s['tokens_per_s']:.1f}"))
     cached = s["prompt_tokens"] - s["prefilled_tokens"]
-    st.caption(tr("chat.stats", ttft=f"{s['ttft_s']:.2f}", tps=f"{s['tokens_per_s']:.1f}",
-                  prompt=s["prompt_tokens"], cached=cached))  # fmt: skip
+    parts.append(tr("chat.stats.prompt", prompt=s["prompt_tokens"], cached=cached))
+    line = " · ".join(parts)
+    st.caption(line[:1].upper() + line[1:])
     if s.get("dropped_turns"):
         st.caption(tr("chat.trimmed", count=s["dropped_turns"]))
 
 
 # -- reply settings -----------------------------------------------------------------------------------
-def sampler_form(conversation: Conversation) -> None:
-    """The conversation's reply settings, validated before they are saved."""
+def sampler_form(conversation: Conversation, backend: Backend) -> None:
+    """The conversation's reply settings, validated (and checked against the model's context) before saving."""
     with st.expander(tr("chat.settings")), st.form(f"sampler_{conversation.id}"):
         current = conversations.sampler(conversation)
         temperature = st.slider(tr("sampler.label.temperature"), 0.0, 2.0, float(current.temperature), 0.05,
@@ -132,61 +161,85 @@ def sampler_form(conversation: Conversation) -> None:
             try:
                 chosen = SamplerSettings(temperature, top_p, int(top_k), int(max_new), penalty,
                                          int(seed) if fixed else None)  # fmt: skip
-                conversations.save_sampler(resources.db(), resources.actor(), conversation.id, chosen)
+                conversations.save_sampler(resources.db(), resources.actor(), conversation.id, chosen, backend)
             except InvalidSampler as exc:
                 for message in exc.messages(lang()):
                     st.error(message)
             except UserError as exc:
-                st.error(say(exc))
+                st.error(say(exc), icon=":material/error:")
             else:
                 st.toast(tr("chat.settings_saved"), icon=":material/tune:")
 
 
-# -- a reply being written ----------------------------------------------------------------------------
-def _retry_button(plan: ReplyPlan) -> None:
-    st.button(tr("chat.retry_model"), icon=":material/refresh:", on_click=st.session_state.update,
-              kwargs={"retry_model": True, "reply_plan": plan})  # fmt: skip
+# -- the model, and a reply being written -------------------------------------------------------------
+def model_failure(status: BackendStatus, conversation_id: int, awaiting_reply: bool) -> None:
+    """Why the model cannot serve, once, with the one button that tries again (and then replies)."""
+    st.error(say(status.error) if status.error else tr("chat.model_failed"), icon=":material/error:")
+    st.button(
+        tr("chat.retry_model"), icon=":material/refresh:", on_click=_retry, args=(conversation_id, awaiting_reply)
+    )
 
 
-def _ready(backend: Backend, plan: ReplyPlan) -> bool:
-    """Load the model (or connect) with its phases shown; False, with the reason and a retry, if it cannot."""
+def _retry(conversation_id: int, awaiting_reply: bool) -> None:
+    st.session_state.retry_model = True
+    if awaiting_reply:
+        plan_reply(ReplyPlan(conversation_id))
+
+
+def ensure_ready(backend: Backend, on_ready: Callable[[], None] | None = None) -> bool:
+    """Load the model (or connect) showing each phase and its clock. On failure the page is redrawn,
+    where the reason shows once with its retry button; a failure is retried only when asked."""
     status = backend.status()
-    if status.state == "failed" and not st.session_state.pop("retry_model", False):
-        _retry_button(plan)  # the error itself is shown with the model status
-        return False
+    retry = st.session_state.pop("retry_model", False)
     if status.state == "ready":
         return True
-    with st.status(tr("chat.loading_model"), expanded=True) as box:
+    if status.state == "failed" and not retry:
+        return False
+    slot = st.empty()
+    with slot.status(tr("chat.loading_model"), expanded=False) as box:
         try:
-            backend.prepare(progress=lambda phase: box.write(say(phase)))
-        except BackendError as exc:
-            box.update(label=tr("chat.model_failed"), state="error")
-            st.error(say(exc), icon=":material/error:")
-            _retry_button(plan)
-            return False
-        box.update(label=tr("chat.model_ready"), state="complete", expanded=False)
+            backend.prepare(progress=lambda phase: box.update(label=say(phase)))
+        except BackendError:
+            slot.empty()
+            st.rerun()
+    slot.empty()  # loaded: nothing stale stays on the page
+    if on_ready is not None:
+        on_ready()
     return True
 
 
-def stream_reply(backend: Backend, plan: ReplyPlan, avatar: bytes | None) -> None:
-    """Write the planned reply into a new bubble, saving it as it streams, then redraw the page."""
-    if not _ready(backend, plan):
+def stream_reply(
+    backend: Backend, plan: ReplyPlan, avatar: bytes | None, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Write the planned reply into a new bubble, saying what it waits for until the text comes, and
+    saving it as it streams; then redraw the page."""
+    if not ensure_ready(backend, on_ready):
         return
     with st.chat_message("assistant", avatar=avatar):
         st.button(tr("chat.stop"), icon=":material/stop_circle:", key="stop")  # any click reruns: that stops it
         note = st.empty()
+        writing = [False]
 
-        def waiting(ahead: int) -> None:
-            note.info(tr("chat.queued", ahead=ahead), icon=":material/hourglass_top:")
+        def progress(phase) -> None:
+            if not writing[0]:
+                note.info(say(phase), icon=":material/hourglass_top:")
 
         try:
             run = turns.reply(resources.db(), resources.actor(), backend, plan.conversation_id,
-                              regenerate_turn=plan.regenerate_turn, lang=lang(), on_wait=waiting)  # fmt: skip
+                              regenerate_turn=plan.regenerate_turn, on_progress=progress)  # fmt: skip
         except UserError as exc:
             st.error(say(exc), icon=":material/error:")
             return
+
+        def chunks() -> Iterator[str]:
+            for chunk in run:
+                if not writing[0]:
+                    writing[0] = True
+                    note.empty()
+                yield chunk
+
         try:
-            st.write_stream(inert_stream(run))
+            st.write_stream(inert_stream(chunks()))
         except Exception:  # noqa: BLE001 - already saved on the message row; shown after the rerun
             pass
         finally:

@@ -4,15 +4,20 @@ Streamlit never renders raw HTML from us (`unsafe_allow_html` stays off), but Ma
 `![alt](https://…)`, would make the browser fetch that address the moment a message is shown: a
 reply or an imported card could then report to a stranger's server. `inert` escapes the bracket of
 every `![`, so no image (inline or by reference) can start; the text reads the same.
+
+Role-play text is Markdown-ish by convention: `*waves*` is an action (italic, kept), but a `~` is a
+playful tilde, not strikethrough, and `$5` is money, not TeX. Those two are escaped to stay literal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+_LITERAL = str.maketrans({"~": "\\~", "$": "\\$"})
+
 
 def inert(text: str) -> str:
-    return text.replace("![", "!\\[")
+    return text.replace("![", "!\\[").translate(_LITERAL)
 
 
 def inert_stream(chunks: Iterable[str]) -> Iterator[str]:

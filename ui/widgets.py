@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -13,10 +14,34 @@ from core import characters
 from core.backend import BackendStatus
 from core.cards import CardError
 from core.characters import CardDraft
+from core.lore import Lorebook
 from core.sheets import PreparedImage, check_uploads
 from ui import resources
 from ui.language import language_switch, say, tr
+from ui.markdown import inert
 from ui.navigation import through_router
+
+
+def unique_labels(labels: dict[int, str]) -> dict[int, str]:
+    """Picker labels that can be told apart: a label shared by several ids gets each one's number."""
+    shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    return {i: f"{label} (#{i})" if label in shared else label for i, label in labels.items()}
+
+
+def fresh_area(key: str, showing: object) -> Any:
+    """A container for what `showing` identifies (the conversation on screen). When it changes, the
+    previous content is cleared at once, not left greyed out until the run ends (a greeting may
+    stream for a minute meanwhile, above the greyed messages and out of view).
+
+    Two slots take turns: the one that held the old content is emptied and the new content goes
+    into the other. (Emptying and refilling one slot does not work: Streamlit's message queue
+    merges the two updates of one element into the last, so the old content can linger.)"""
+    slots = (st.empty(), st.empty())
+    turn = st.session_state.get(f"fresh:{key}", (0, showing))
+    index = turn[0] if turn[1] == showing else 1 - turn[0]
+    st.session_state[f"fresh:{key}"] = (index, showing)
+    slots[1 - index].empty()
+    return slots[index].container()
 
 
 def page_setup() -> None:
@@ -39,7 +64,12 @@ def local_time(moment: datetime) -> str:
 
 
 def backend_status(status: BackendStatus, *, compact: bool = False) -> None:
-    """What the model is doing, and what to do if it cannot serve. Never loads it."""
+    """What the model is doing, and what to do if it cannot serve. Never loads it.
+
+    `compact` (the chat sidebar): no cache details, and no failure, which the chat shows itself
+    beside the conversation with its retry button."""
+    if status.state == "failed" and compact:
+        return
     if status.state == "ready":
         st.success(tr("model.ready", description=status.description), icon=":material/memory:")
         if status.notice:
@@ -53,6 +83,34 @@ def backend_status(status: BackendStatus, *, compact: bool = False) -> None:
         st.error(say(status.error), icon=":material/error:")
     else:
         st.info(tr("model.not_loaded", source=status.description), icon=":material/bedtime:")
+
+
+def upload_help(key: str) -> str:
+    """An uploader's help with the limit the app applies (Streamlit's own caption shows the transport
+    ceiling, which is set higher so that an oversized file reaches the app and is refused by name)."""
+    return f"{tr(key)} {tr('upload.limit', mb=f'{resources.settings().max_upload_mb:g}')}"
+
+
+def lore_list(book: Lorebook) -> None:
+    """A character book's entries, read-only: what the character may draw on when a talk mentions them."""
+    if not book.entries:
+        return
+    with st.expander(tr("library.book", count=len(book.entries)), icon=":material/menu_book:"):
+        for entry in book.entries:
+            st.markdown(f"**{inert(', '.join(entry.keys)) or tr('library.book_always')}**")
+            st.text(entry.content)
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def square_thumbnail(thumbnail: bytes, background: str = "#ffffff") -> bytes:
+    """A thumbnail padded to a square, so a row of library cards lines up whatever the art's shape."""
+    from PIL import Image, ImageOps
+
+    image = Image.open(io.BytesIO(thumbnail)).convert("RGB")
+    side = max(image.size)
+    buf = io.BytesIO()
+    ImageOps.pad(image, (side, side), color=background).save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
 
 
 def checked_uploads(files: Sequence[Any], *, remember: bool = True) -> tuple[list[PreparedImage], list[str]]:

@@ -8,11 +8,12 @@ the queue) behind the neutral `core.backend.Backend` protocol. Pages read `statu
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.backend import BackendStatus, OnWait, Progress, ReplyRequest, ReplyStream
+from core.backend import BackendStatus, OnProgress, Progress, ReplyRequest, ReplyStream
 from core.gemma import model_thread
 from core.gemma.engine import ChatEngine
 from core.gemma.kvcache import MB, KVStore, default_limit_mb
@@ -26,9 +27,10 @@ def size_text(n: int) -> str:
 
 
 def describe(handle: ModelHandle) -> str:
-    """One line a person can read: "gemma-3-4b-it · 4bit · cuda · 3.1 GB"."""
+    """One line a person can read: "gemma-3-4b-it · 4bit · cuda · bfloat16 · 3.1 GB"."""
     name = Path(handle.source).name or handle.source
-    return f"{name} · {handle.quantization} · {handle.device} · {size_text(handle.footprint_bytes)}"
+    dtype = str(handle.dtype).removeprefix("torch.")
+    return f"{name} · {handle.quantization} · {handle.device} · {dtype} · {size_text(handle.footprint_bytes)}"
 
 
 class GemmaBackend:
@@ -69,9 +71,9 @@ class GemmaBackend:
         self.engine(progress)
 
     def stream(
-        self, request: ReplyRequest, stop: threading.Event | None = None, on_wait: OnWait | None = None
+        self, request: ReplyRequest, stop: threading.Event | None = None, on_progress: OnProgress | None = None
     ) -> ReplyStream:
-        return self.engine().stream(request, stop, on_wait)
+        return self.engine().stream(request, stop, on_progress)
 
     def count_tokens(self, request: ReplyRequest) -> int:
         return self.engine().request_tokens(request)
@@ -109,14 +111,16 @@ class GemmaBackend:
             self._phase = phase
 
         future = model_thread.submit(self._loader, self.settings, note)
-        shown: Any = None
+        started = time.monotonic()
+        shown: tuple[Any, float] = (None, 0.0)
         while True:
             try:
                 handle = future.result(timeout=0.2)
             except TimeoutError:
                 handle = None
-            if progress and self._phase and self._phase != shown:
-                shown = self._phase
-                progress(shown)
+            now = time.monotonic()
+            if progress and self._phase and (self._phase != shown[0] or now - shown[1] >= 1.0):
+                shown = (self._phase, now)  # a new phase at once, the same one each second (its clock)
+                progress(Text(self._phase.key, {**self._phase.params, "elapsed": int(now - started)}))
             if handle is not None:
                 return handle

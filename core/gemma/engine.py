@@ -10,6 +10,7 @@ says where to start; without it every turn starts cold, as the upstream demo doe
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -18,11 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from core.backend import Cancelled, ContextOverflow, GenerationStats, OnWait, ReplyRequest, ReplyStream
+from core.backend import Cancelled, ContextOverflow, GenerationStats, OnProgress, ReplyRequest, ReplyStream
 from core.gemma import model_thread
 from core.gemma.kvcache import KVStore
 from core.gemma.model import ModelHandle
 from core.gemma.streaming import TokenStreamer, stop_criterion
+from core.i18n import Text
 from core.prompts import PromptImage, build_messages, prefix_message
 from core.sheets import decode
 
@@ -49,6 +51,29 @@ class Encoded:
         return int(self.input_ids.shape[1])
 
 
+class Reporter:
+    """Progress for whoever waits for a reply: each phase with the seconds since the request arrived.
+
+    A new phase is passed on at once; the same phase again at most once a second (so a clock can
+    tick and a claim on the reply row can be renewed while nothing else happens)."""
+
+    def __init__(self, on_progress: OnProgress | None, since: float) -> None:
+        self._on, self._since = on_progress, since
+        self.current: Text | None = None
+        self._sent: tuple[Any, float] = (None, 0.0)
+
+    def __call__(self, phase: Text | None = None) -> None:
+        if phase is not None:
+            self.current = phase
+        if self._on is None or self.current is None:
+            return
+        now = time.perf_counter()
+        shown, at = self._sent
+        if shown != self.current or now - at >= 1.0:
+            self._sent = (self.current, now)
+            self._on(Text(self.current.key, {**self.current.params, "elapsed": int(now - self._since)}))
+
+
 class FifoGate:
     """One request at a time, in arrival order; waiters can see how many are ahead of them."""
 
@@ -72,16 +97,14 @@ class FifoGate:
             self._next += 1
         served = False
         try:
-            last_ahead = -1
             while True:
                 with self._cv:
                     if self._serving == ticket:
                         served = True
                         break
                     ahead = ticket - self._serving - sum(1 for a in self._abandoned if a < ticket)
-                if on_wait and ahead != last_ahead:
+                if on_wait:  # every pass (about 5 a second), so a waiter's clock can tick
                     on_wait(ahead)
-                    last_ahead = ahead
                 if cancel is not None and cancel.is_set():
                     raise Cancelled
                 with self._cv:
@@ -205,21 +228,25 @@ class ChatEngine:
         self,
         request: ReplyRequest,
         stop: threading.Event | None = None,
-        on_wait: OnWait | None = None,
+        on_progress: OnProgress | None = None,
     ) -> ReplyStream:
-        """Start a reply; iterate the result for text. Nothing runs until iteration begins."""
+        """Start a reply; iterate the result for text. Nothing runs until iteration begins.
+
+        `on_progress` hears, on the iterating thread, what the reply is waiting for: the queue, each
+        picture being looked at, the conversation being read, thinking, then writing."""
         stats = GenerationStats()
-        return ReplyStream(self._chunks(request, stop or threading.Event(), on_wait, stats), stats)
+        return ReplyStream(self._chunks(request, stop or threading.Event(), on_progress, stats), stats)
 
     def _chunks(
         self,
         request: ReplyRequest,
         stop: threading.Event,
-        on_wait: Callable[[int], None] | None,
+        on_progress: OnProgress | None,
         stats: GenerationStats,
     ) -> Iterator[str]:
         queued_at = time.perf_counter()
-        with self.gate.turn(on_wait, stop):
+        report = Reporter(on_progress, queued_at)
+        with self.gate.turn(lambda ahead: report(Text("progress.queued", {"ahead": ahead})), stop):
             started = time.perf_counter()
             stats.queued_s = started - queued_at
             messages, images, stats.dropped_turns = self.fit(request)
@@ -238,9 +265,13 @@ class ChatEngine:
             done = model_thread.submit(work)  # all torch work on the one model thread
             drained = False
             try:
-                for chunk in streamer:
-                    if chunk:
-                        yield chunk
+                for item in streamer.items(tick=0.5):
+                    if isinstance(item, str):
+                        if item:
+                            report.current = Text("progress.writing", {"tokens": stats.new_tokens})
+                            yield item
+                    else:
+                        report(item)  # a new phase from the model thread, or a tick of the clock
                 drained = True
             finally:
                 if not drained:
@@ -266,11 +297,12 @@ class ChatEngine:
         if request.sampler.seed is not None:
             torch.manual_seed(request.sampler.seed)
         with torch.no_grad():
-            cache, cached, stats.cache = self._starting_cache(encoded, request)
+            cache, cached, stats.cache = self._starting_cache(encoded, request, streamer.phase)
             n = len(encoded)
             # A cold start may already have run the prefix (to snapshot it): that work counts too.
             stats.prefilled_tokens = n if stats.cache == "cold" else n - cached
-            self._prefill(encoded, cache, cached, n - 1)
+            self._prefill(encoded, cache, cached, n - 1, streamer.phase)
+            streamer.phase(Text("progress.thinking"))
             input_ids = encoded.input_ids.to(device)
             output = model.generate(
                 input_ids=input_ids,
@@ -284,7 +316,9 @@ class ChatEngine:
         if self.kv is not None:
             self.kv.remember(request.conversation_key, output[0, :-1].tolist(), cache)
 
-    def _starting_cache(self, encoded: Encoded, request: ReplyRequest) -> tuple[Any, int, str]:
+    def _starting_cache(
+        self, encoded: Encoded, request: ReplyRequest, phase: Callable[[Text], None] | None = None
+    ) -> tuple[Any, int, str]:
         """A cache, how many prompt tokens it already holds, and where it came from."""
         if self.kv is None:
             return self.new_cache(), 0, "cold"
@@ -293,22 +327,42 @@ class ChatEngine:
             return start.cache, start.cached, start.source
         cache = self.new_cache()
         if start.snapshot_end:  # a character seen for the first time: keep its prefix for next time
-            self._prefill(encoded, cache, 0, start.snapshot_end)
+            self._prefill(encoded, cache, 0, start.snapshot_end, phase)
             self.kv.keep_prefix(request.prefix.key, encoded.ids[: start.snapshot_end], cache)
         return cache, start.snapshot_end, "cold"
 
-    def _prefill(self, encoded: Encoded, cache: Any, start: int, end: int) -> None:
-        """Run prompt tokens [start, end) into `cache`, encoding only the images inside that span."""
+    def _prefill(
+        self, encoded: Encoded, cache: Any, start: int, end: int, phase: Callable[[Text], None] | None = None
+    ) -> None:
+        """Run prompt tokens [start, end) into `cache`, encoding only the images inside that span.
+
+        It goes one picture at a time (each span ends just after an image), so `phase` can say which
+        picture is being looked at: on a CPU one 896 px sheet takes most of a minute."""
         if end <= start:
             return
+        inside = [k for k, pos in enumerate(encoded.boi_positions) if start <= pos < end]
+        # Each image is <start_of_image>, its soft tokens, <end_of_image>: cut right after the last.
+        cuts = [min(encoded.boi_positions[k] + self.handle.image_tokens + 2, end) for k in inside]
+        bounds = sorted({start, *cuts, end})
+        for a, b in itertools.pairwise(bounds):
+            here = [k for k in inside if a <= encoded.boi_positions[k] < b]
+            if phase is not None:
+                if here:
+                    k = here[0]
+                    key = "progress.sheet" if encoded.boi_positions[k] < encoded.prefix_len else "progress.picture"
+                    phase(Text(key, {"n": inside.index(k) + 1, "of": len(inside)}))
+                else:
+                    phase(Text("progress.reading", {"tokens": end - start}))
+            self._forward(encoded, cache, a, b, here)
+
+    def _forward(self, encoded: Encoded, cache: Any, start: int, end: int, images: list[int]) -> None:
         model = self.handle.model
         device = model.device
         kwargs: dict[str, Any] = {}
-        inside = [k for k, pos in enumerate(encoded.boi_positions) if start <= pos < end]
-        if inside:
+        if images:
             import torch
 
-            kwargs["pixel_values"] = torch.cat([self.pixels.get(encoded.images[k]) for k in inside]).to(device)
+            kwargs["pixel_values"] = torch.cat([self.pixels.get(encoded.images[k]) for k in images]).to(device)
             # The bidirectional image mask reads token types by position, from the sequence start.
             kwargs["token_type_ids"] = encoded.token_type_ids[:, :end].to(device)
         model(

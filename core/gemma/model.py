@@ -62,6 +62,31 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags of CPUs with bf16 in hardware
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags where the system tells them (Linux); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def resolve_dtype(requested: str, device: str, flags: frozenset[str] | None = None) -> str:
+    """`auto`: bfloat16 on CUDA and on CPUs that compute it natively; float32 on other CPUs, where
+    bfloat16 is emulated and about 3× slower (SigLIP on an AVX2 CPU: 130 s a sheet vs 46 s)."""
+    if requested != "auto":
+        return requested
+    if device == "cuda":
+        return "bfloat16"
+    return "bfloat16" if (cpu_flags() if flags is None else flags) & NATIVE_BF16_FLAGS else "float32"
+
+
 def bitsandbytes_problem() -> str:
     """Empty when bitsandbytes can quantize here, else the reason."""
     try:
@@ -141,7 +166,7 @@ def _quantization_config(quantization: str, dtype: Any) -> Any:
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=dtype,  # bf16 or fp32: fp16 makes Gemma 3 produce empty output
+            bnb_4bit_compute_dtype=dtype,  # the model's dtype, bf16 or fp32: fp16 gives Gemma 3 empty output
             llm_int8_skip_modules=KEEP_UNQUANTIZED,
         )
     if quantization == "8bit":
@@ -171,8 +196,9 @@ def load_model(settings: Settings, progress: Progress | None = None) -> ModelHan
     if quantization != "none" and (problem := bitsandbytes_problem()):
         quantization = "none"
         notice = Text("model.notice.no_bnb", {"requested": settings.quantization, "reason": problem})
-    progress(Text("model.phase.load", {"quantization": quantization, "device": device}))
-    dtype = getattr(torch, settings.dtype)
+    dtype_name = resolve_dtype(settings.dtype, device)
+    progress(Text("model.phase.load", {"quantization": quantization, "device": device, "dtype": dtype_name}))
+    dtype = getattr(torch, dtype_name)
     try:
         model = Gemma3ForConditionalGeneration.from_pretrained(
             folder,

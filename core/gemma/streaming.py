@@ -1,7 +1,8 @@
 """The plumbing between `model.generate` on the model thread and a reader on another thread.
 
-`TokenStreamer` turns tokens into text chunks as they are decoded and times the first one;
-`stop_criterion` ends generation at the next step once a stop is asked for.
+`TokenStreamer` turns tokens into text chunks as they are decoded and times the first one, and
+carries progress phases from the model thread to the reader; `stop_criterion` ends generation at
+the next step once a stop is asked for.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from core.backend import GenerationStats
+from core.i18n import Text
 
 
 class TokenStreamer:
@@ -62,9 +64,24 @@ class TokenStreamer:
         if text:
             self._queue.put(text)
 
-    def __iter__(self) -> Iterator[str]:
-        while (item := self._queue.get()) is not self._DONE:
+    def phase(self, phase: Text) -> None:
+        """Tell the reader what the model is busy with before the first token (from the model thread)."""
+        self._queue.put(phase)
+
+    def items(self, tick: float) -> Iterator[str | Text | None]:
+        """Text chunks and phases as they come, and None whenever `tick` seconds pass without either."""
+        while True:
+            try:
+                item = self._queue.get(timeout=tick)
+            except queue.Empty:
+                yield None
+                continue
+            if item is self._DONE:
+                return
             yield item
+
+    def __iter__(self) -> Iterator[str]:
+        return (item for item in self.items(tick=1.0) if isinstance(item, str))
 
 
 def stop_criterion(event: threading.Event) -> Any:
