@@ -9,6 +9,7 @@ picks the configured one. Nothing here imports torch.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -37,9 +38,12 @@ class ContextOverflow(UserError):
 
     namespace = "chat.error"
 
-    def __init__(self, needed: int, budget: int, character: bool = False) -> None:
+    def __init__(self, needed: int | None, budget: int | None, character: bool = False) -> None:
         self.needed, self.budget, self.character = needed, budget, character
-        super().__init__("character_too_long" if character else "too_long", needed=needed, budget=budget)
+        if needed is None or budget is None:  # a server said so without the numbers
+            super().__init__("too_long_server")
+        else:
+            super().__init__("character_too_long" if character else "too_long", needed=needed, budget=budget)
 
 
 class Cancelled(Exception):
@@ -65,10 +69,33 @@ class GenerationStats:
     tokens_per_s: float = 0.0  # decoding speed after the first token
     dropped_turns: int = 0
     stopped: bool = False
-    cache: str = "cold"  # "conversation" | "prefix" | "cold"
+    cache: str = "cold"  # "conversation" | "prefix" | "server" (the server's own prefix cache) | "cold"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Reporter:
+    """Progress for whoever waits for a reply: each phase with the seconds since the request arrived.
+
+    A new phase is passed on at once; the same phase again at most once a second (so a clock can
+    tick and a claim on the reply row can be renewed while nothing else happens)."""
+
+    def __init__(self, on_progress: OnProgress | None, since: float) -> None:
+        self._on, self._since = on_progress, since
+        self.current: Text | None = None
+        self._sent: tuple[Any, float] = (None, 0.0)
+
+    def __call__(self, phase: Text | None = None) -> None:
+        if phase is not None:
+            self.current = phase
+        if self._on is None or self.current is None:
+            return
+        now = time.perf_counter()
+        shown, at = self._sent
+        if shown != self.current or now - at >= 1.0:
+            self._sent = (self.current, now)
+            self._on(Text(self.current.key, {**self.current.params, "elapsed": int(now - self._since)}))
 
 
 class ReplyStream:
@@ -94,7 +121,8 @@ class BackendStatus:
     """What a page shows about the model source, without loading or generating anything."""
 
     state: Literal["idle", "loading", "ready", "failed"]
-    description: str  # e.g. "gemma-3-4b-it · 4bit · cuda · 3.1 GB", or the configured source
+    description: str  # e.g. "gemma-3-4b-it · 4bit · cuda · 3.1 GB", or "http://gpu-box:8000/v1 · gemma-3-27b-it"
+    remote: bool = False  # a server ("Connected to …"), not a model in this process ("Model ready: …")
     phase: Text | None = None  # while loading
     error: UserError | None = None  # when failed: what to do
     notice: Text | None = None  # ready, with a caveat worth knowing (e.g. quantization fell back)
@@ -118,6 +146,11 @@ class Backend(Replier, Protocol):
     @property
     def sees_images(self) -> bool: ...
 
+    @property
+    def prepared(self) -> bool:
+        """Ready for replies without another `prepare` (the model loaded; the server asked what it can)."""
+        ...
+
     def status(self) -> BackendStatus:
         """Cheap and side-effect free: never loads a model or generates."""
         ...
@@ -136,7 +169,12 @@ class Backend(Replier, Protocol):
 
 
 def make_backend(settings: Settings) -> Backend:
-    """The backend the settings ask for; nothing is loaded until it is needed."""
+    """The backend the settings ask for; nothing is loaded or contacted until it is needed. The
+    in-process model is imported only when chosen, so a server-backed app never loads torch."""
+    if settings.backend == "openai":
+        from core.remote import RemoteBackend
+
+        return RemoteBackend(settings)
     from core.gemma.backend import GemmaBackend
 
     return GemmaBackend(settings)

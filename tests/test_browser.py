@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bench.servers import free_port
 from core.cards import read_card
 from tests.conftest import ROOT
 
@@ -66,12 +67,6 @@ if not _browser_available():
     if os.environ.get("REFSHEET_REQUIRE_BROWSER"):
         pytest.fail("Chromium or Playwright missing, and CI requires the browser test", pytrace=False)
     pytest.skip("needs Debian's chromium (apt-get install -y chromium) and playwright", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -133,7 +128,7 @@ def server(tmp_path: Path, tiny_checkpoint: Path):
         "REFSHEET_QUANTIZATION": "none",
         "HF_HUB_OFFLINE": "1",
     }
-    srv = Server(env, _free_port(), tmp_path / "server.log")
+    srv = Server(env, free_port(), tmp_path / "server.log")
     srv.start()
     yield srv, net_log
     srv.kill()

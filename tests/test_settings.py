@@ -22,6 +22,8 @@ def test_environment_wins_over_secrets_file(tmp_path: Path) -> None:
     assert s.hf_token == "hf_secret"
     assert s.max_upload_mb == 5.0
     assert "hf_secret" not in repr(s)  # tokens never end up in logs
+    keyed = load_settings(environ={"REFSHEET_API_KEY": "sk-planted"}, secrets={})
+    assert keyed.api_key == "sk-planted" and "sk-planted" not in repr(keyed)
 
 
 def test_data_dir_sets_default_database(tmp_path: Path) -> None:
@@ -38,6 +40,7 @@ def test_data_dir_sets_default_database(tmp_path: Path) -> None:
         ({"REFSHEET_MAX_UPLOAD_MB": "lots"}, "REFSHEET_MAX_UPLOAD_MB must be a number"),
         ({"REFSHEET_MAX_PIXELS": "0"}, "REFSHEET_MAX_PIXELS must be positive"),
         ({"REFSHEET_DEVICE": "tpu"}, "REFSHEET_DEVICE must be one of"),
+        ({"REFSHEET_BACKEND": "ollama"}, "REFSHEET_BACKEND must be one of local, openai"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

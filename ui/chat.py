@@ -191,7 +191,7 @@ def ensure_ready(backend: Backend, on_ready: Callable[[], None] | None = None) -
     where the reason shows once with its retry button; a failure is retried only when asked."""
     status = backend.status()
     retry = st.session_state.pop("retry_model", False)
-    if status.state == "ready":
+    if status.state == "ready" and backend.prepared:
         return True
     if status.state == "failed" and not retry:
         return False

@@ -6,6 +6,8 @@ session of this server process. The backend loads nothing until a reply is neede
 
 from __future__ import annotations
 
+import hashlib
+
 import streamlit as st
 from sqlalchemy.engine import Engine
 
@@ -42,7 +44,10 @@ def _backend_for(_settings: Settings, key: tuple[object, ...]) -> Backend:
 def backend() -> Backend:
     """The backend for the current settings (one per distinct model configuration)."""
     s = settings()
-    return _backend_for(s, (s.model_id, s.quantization, s.device, s.dtype, s.context_tokens, s.kv_cache_mb))
+    key_id = hashlib.sha256((s.api_key or "").encode()).hexdigest()[:16]  # a changed key, never the key
+    configuration = (s.backend, s.model_id, s.quantization, s.device, s.dtype, s.context_tokens, s.kv_cache_mb,
+                     s.api_base, s.api_model, s.api_image_side, s.api_timeout, key_id)  # fmt: skip
+    return _backend_for(s, configuration)
 
 
 def actor() -> Actor:

@@ -71,7 +71,8 @@ def backend_status(status: BackendStatus, *, compact: bool = False) -> None:
     if status.state == "failed" and compact:
         return
     if status.state == "ready":
-        st.success(tr("model.ready", description=status.description), icon=":material/memory:")
+        line = tr("model.connected" if status.remote else "model.ready", description=status.description)
+        st.success(line, icon=":material/lan:" if status.remote else ":material/memory:")
         if status.notice:
             st.warning(say(status.notice), icon=":material/warning:")
         if not compact:

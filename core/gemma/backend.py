@@ -59,6 +59,10 @@ class GemmaBackend:
         return ChatEngine(handle, KVStore(limit_mb * MB))
 
     # -- the Backend protocol ---------------------------------------------------------------------
+    @property
+    def prepared(self) -> bool:
+        return self._engine is not None
+
     def status(self) -> BackendStatus:
         engine = self._engine
         if engine is None:

@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from core.backend import Cancelled, ContextOverflow, GenerationStats, OnProgress, ReplyRequest, ReplyStream
+from core.backend import Cancelled, GenerationStats, OnProgress, ReplyRequest, ReplyStream, Reporter
+from core.context import fit
 from core.gemma import model_thread
 from core.gemma.kvcache import KVStore
 from core.gemma.model import ModelHandle
@@ -49,29 +50,6 @@ class Encoded:
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[1])
-
-
-class Reporter:
-    """Progress for whoever waits for a reply: each phase with the seconds since the request arrived.
-
-    A new phase is passed on at once; the same phase again at most once a second (so a clock can
-    tick and a claim on the reply row can be renewed while nothing else happens)."""
-
-    def __init__(self, on_progress: OnProgress | None, since: float) -> None:
-        self._on, self._since = on_progress, since
-        self.current: Text | None = None
-        self._sent: tuple[Any, float] = (None, 0.0)
-
-    def __call__(self, phase: Text | None = None) -> None:
-        if phase is not None:
-            self.current = phase
-        if self._on is None or self.current is None:
-            return
-        now = time.perf_counter()
-        shown, at = self._sent
-        if shown != self.current or now - at >= 1.0:
-            self._sent = (self.current, now)
-            self._on(Text(self.current.key, {**self.current.params, "elapsed": int(now - self._since)}))
 
 
 class FifoGate:
@@ -202,26 +180,7 @@ class ChatEngine:
 
     def fit(self, request: ReplyRequest) -> tuple[list[dict[str, Any]], list[PromptImage], int]:
         """Messages that fit the context budget, dropping the oldest turns (never the prefix)."""
-        budget = self.handle.context_limit - request.sampler.max_new_tokens
-        history = list(request.history)
-        start = 0
-        while True:
-            messages, images = build_messages(request.prefix, history[start:])
-            needed = self.count_tokens(messages)
-            if needed <= budget:
-                return messages, images, start
-            if start >= len(history) - 1:
-                prefix_alone = self.count_tokens([prefix_message(request.prefix)])
-                if prefix_alone > budget:
-                    raise ContextOverflow(
-                        prefix_alone + request.sampler.max_new_tokens, self.handle.context_limit, True
-                    )
-                raise ContextOverflow(needed + request.sampler.max_new_tokens, self.handle.context_limit)
-            # Drop the oldest turn; keep dropping until the kept history opens with a model turn,
-            # so the prefix turn stays exactly as it was (and its cache stays valid).
-            start += 1
-            while start < len(history) - 1 and history[start].role != "assistant":
-                start += 1
+        return fit(request, self.count_tokens, self.handle.context_limit)
 
     # -- generation -------------------------------------------------------------------------------
     def stream(
