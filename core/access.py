@@ -1,34 +1,42 @@
 """The one place where a service fetches a character or conversation on behalf of an actor.
 
-Every read and write of the services starts here, so "may this actor see or change it?" is
-answered once. A row that is missing (deleted in another tab) and a row the actor may not see
-answer the same `NotFound`, so an id reveals nothing. (Single-user mode: every row is the local
-user's; per-user rules arrive with teams, here and nowhere else.)
+Every read and write of the services starts here, so "may this actor see or change it?" is answered
+once:
+- a character is seen by its owner, by everyone when shared, and by admins; it is changed only by its
+  owner and deleted by its owner or an admin;
+- a conversation is seen and changed by its owner alone, admins included.
+A row the actor may not see answers the same `NotFound` as a missing one, so an id in a deep link or
+a form reveals nothing. A row the actor sees but may not change is `Refused`.
 """
 
 from __future__ import annotations
 
 from sqlmodel import Session
 
-from core.errors import NotFound
+from core.errors import NotFound, Refused
 from core.users import Actor
 from storage import characters as chars
 from storage import conversations as convs
 from storage.tables import Character, Conversation, SheetImage
 
 
-def character(session: Session, actor: Actor, character_id: int | None, *, write: bool = False) -> Character:
-    """The character, or `NotFound`. `write`: the actor means to change or delete it."""
+def character(
+    session: Session, actor: Actor, character_id: int | None, *, write: bool = False, delete: bool = False
+) -> Character:
+    """The character, or `NotFound`; `write`: the actor means to change it; `delete`: to delete it."""
     row = chars.get_character(session, character_id) if character_id is not None else None
-    if row is None:
+    mine = row is not None and row.owner_id == actor.id
+    if row is None or not (mine or row.shared or actor.is_admin):
         raise NotFound("character", id=character_id)
+    if (write and not mine) or (delete and not (mine or actor.is_admin)):
+        raise Refused("not_yours", name=row.name)
     return row
 
 
 def conversation(session: Session, actor: Actor, conversation_id: int | None, *, write: bool = False) -> Conversation:
-    """The conversation, or `NotFound`. Conversations are private to whoever holds them."""
+    """The actor's own conversation, or `NotFound` (its character must still be one they may see)."""
     row = convs.get_conversation(session, conversation_id) if conversation_id is not None else None
-    if row is None:
+    if row is None or row.owner_id != actor.id:
         raise NotFound("conversation", id=conversation_id)
     character(session, actor, row.character_id)
     return row

@@ -29,14 +29,15 @@ from storage.tables import Character, SheetImage
 
 
 def summaries(db: Engine, actor: Actor, query: str = "") -> list[chars.CharacterSummary]:
-    """Library cards, most recent activity first, filtered by name and notes (no full images)."""
+    """Library cards the actor may see (their own, the shared ones, all for an admin), most recent
+    activity first, filtered by name and notes (no full images)."""
     with Session(db) as session:
-        return chars.list_characters(session, query)
+        return chars.list_characters(session, query, viewer_id=actor.id, everyone=actor.is_admin)
 
 
 def count(db: Engine, actor: Actor) -> int:
     with Session(db) as session:
-        return chars.count_characters(session)
+        return chars.count_characters(session, None if actor.is_admin else actor.id)
 
 
 def get(db: Engine, actor: Actor, character_id: int | None) -> Character:
@@ -50,7 +51,7 @@ def create(db: Engine, actor: Actor, profile: Mapping[str, Any], images: Sequenc
         raise Refused("no_main_sheet")
     values = _checked({**Profile().model_dump(), **profile})
     with session_scope(db) as session:
-        return chars.create_character(session, images, owner=actor.id, **values)
+        return chars.create_character(session, images, owner_id=actor.id, **values)
 
 
 def update(db: Engine, actor: Actor, character_id: int, changes: Mapping[str, Any]) -> Character:
@@ -62,17 +63,24 @@ def update(db: Engine, actor: Actor, character_id: int, changes: Mapping[str, An
 
 
 def duplicate(db: Engine, actor: Actor, character_id: int, name_suffix: str = " (copy)") -> Character:
-    """A copy with the same profile and images and no conversations, owned by the actor."""
+    """A copy with the same profile and images and no conversations, the actor's own (and private)."""
     with session_scope(db) as session:
         access.character(session, actor, character_id)
-        return chars.duplicate_character(session, character_id, name_suffix, owner=actor.id)
+        return chars.duplicate_character(session, character_id, name_suffix, owner_id=actor.id)
 
 
 def delete(db: Engine, actor: Actor, character_id: int) -> None:
-    """Delete the character with its images and conversations."""
+    """Delete the character with its images and every conversation with it (its owner, or an admin)."""
+    with session_scope(db) as session:
+        access.character(session, actor, character_id, delete=True)
+        chars.delete_character(session, character_id)
+
+
+def share(db: Engine, actor: Actor, character_id: int, shared: bool) -> None:
+    """Let the team see the character, chat with it (in conversations of their own) and copy it; or stop."""
     with session_scope(db) as session:
         access.character(session, actor, character_id, write=True)
-        chars.delete_character(session, character_id)
+        chars.set_shared(session, character_id, shared)
 
 
 # -- reference images ----------------------------------------------------------------------------
@@ -119,10 +127,11 @@ def lore(character: Character) -> Lorebook:
     return Lorebook.from_card(character.character_book)
 
 
-def character_prefix(session: Session, character: Character) -> CharacterPrompt:
-    """The character as the model meets it: instruction, every reference image (main sheet first), lore."""
+def character_prefix(session: Session, character: Character, user_name: str = "you") -> CharacterPrompt:
+    """The character as the model meets it: instruction, every reference image (main sheet first), lore;
+    `user_name` is who the character talks to ({{user}} in its card)."""
     sheets = [PromptImage(s.sha256, s.data) for s in chars.get_images(session, character.id)]
-    return character_prompt(profile_of(character), sheets, lore(character))
+    return character_prompt(profile_of(character), sheets, lore(character), user_name)
 
 
 # -- Tavern cards --------------------------------------------------------------------------------

@@ -27,13 +27,13 @@ def for_character(db: Engine, actor: Actor, character_id: int) -> list[Conversat
     """The actor's conversations with a character, most recently active first."""
     with Session(db) as session:
         access.character(session, actor, character_id)
-        return convs.list_conversations(session, character_id)
+        return convs.list_conversations(session, character_id, owner_id=actor.id)
 
 
 def recent(db: Engine, actor: Actor, limit: int = 8) -> list[RecentConversation]:
     """Where the actor left off, across characters."""
     with Session(db) as session:
-        return convs.recent_conversations(session, limit)
+        return convs.recent_conversations(session, limit, owner_id=actor.id)
 
 
 def get(db: Engine, actor: Actor, conversation_id: int | None) -> Conversation:
@@ -45,7 +45,7 @@ def start(db: Engine, actor: Actor, character_id: int, title: str = "") -> Conve
     """A new conversation, with the saved greeting already in it if the character has one."""
     with session_scope(db) as session:
         character = access.character(session, actor, character_id)
-        conversation = convs.create_conversation(session, character.id, title)
+        conversation = convs.create_conversation(session, character.id, title, owner_id=actor.id)
         greetings = [g for g in [character.first_mes, *character.alternate_greetings] if g and g.strip()]
         if not greetings:
             return conversation
@@ -91,7 +91,8 @@ def save_sampler(
         conversation = access.conversation(session, actor, conversation_id, write=True)
         if backend is not None and (limit := backend.context_limit()) is not None:
             character = access.character(session, actor, conversation.character_id)
-            taken = backend.count_tokens(ReplyRequest(character_prefix(session, character), (), settings))
+            prefix = character_prefix(session, character, actor.user_name)
+            taken = backend.count_tokens(ReplyRequest(prefix, (), settings))
             if settings.max_new_tokens > limit - taken:
                 raise Refused("reply_too_long", most=max(limit - taken, 0), limit=limit, character=taken)
         convs.save_settings(session, conversation_id, settings.to_dict())

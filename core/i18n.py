@@ -259,6 +259,60 @@ STRINGS: dict[str, dict[str, str]] = {
         "zh": "这条消息已不存在（可能已在其他标签页中删除）。",
     },
     "notfound.image": {"en": "That image is not here any more.", "zh": "这张图片已不存在。"},
+    "notfound.user": {"en": "There is nobody by that name here.", "zh": "这里没有这个人。"},
+    "refused.not_yours": {
+        "en": "“{name}” is shared with you to chat with and copy; only its owner can change it. Copy it to "
+        "make a version of your own.",
+        "zh": "“{name}” 是共享给你聊天和复制的；只有所有者可以修改。复制一份即可拥有自己的版本。",
+    },
+    "refused.admins_only": {"en": "Only an admin can do that.", "zh": "只有管理员可以这样做。"},
+    # Signing in.
+    "auth.why": {
+        "en": "This RefSheet Chat belongs to a team. Sign in to see your characters and conversations.",
+        "zh": "这个 RefSheet Chat 属于一个团队。请登录以查看你的角色和对话。",
+    },
+    "auth.sign_in": {"en": "Sign in", "zh": "登录"},
+    "auth.sign_in_with": {"en": "Sign in with {provider}", "zh": "使用 {provider} 登录"},
+    "auth.sign_out": {"en": "Sign out", "zh": "退出登录"},
+    "auth.signed_in_as": {"en": "Signed in as {name}", "zh": "已登录：{name}"},
+    "auth.admin": {"en": "admin", "zh": "管理员"},
+    # Teams in the Library.
+    "team.private": {"en": "Private: only you see it", "zh": "私有：只有你能看到"},
+    "team.shared_by_you": {"en": "Shared with the team", "zh": "已与团队共享"},
+    "team.shared_by": {"en": "Shared by {name}: chat with it or copy it", "zh": "{name} 共享：可以聊天或复制"},
+    "team.private_of": {"en": "{name}'s, private (you see it as an admin)", "zh": "{name} 的私有角色（管理员可见）"},
+    "team.share": {"en": "Share with the team", "zh": "与团队共享"},
+    "team.share_help": {
+        "en": "Everyone signed in can then see this character, chat with it (their conversations stay their own) "
+        "and copy it; only you can change or delete it.",
+        "zh": "共享后，所有登录的人都能看到这个角色、与它聊天（各自的对话仍属于自己）并复制它；只有你能修改或删除它。",
+    },
+    "team.local_library": {
+        "en": "Made before sign-in: {count} characters, {chats} conversations",
+        "zh": "启用登录前创建的内容：{count} 个角色，{chats} 个对话",
+    },
+    "team.nobody_yet": {
+        "en": "Nobody else has signed in yet: hand these over once the person they are for has signed in once.",
+        "zh": "还没有其他人登录过：请等对方登录一次后再移交。",
+    },
+    "team.hand_to": {"en": "Give them to", "zh": "移交给"},
+    "team.hand_over": {"en": "Hand over", "zh": "移交"},
+    "team.handed_over": {
+        "en": "{count} characters and {chats} conversations now belong to {name}.",
+        "zh": "{count} 个角色和 {chats} 个对话现在属于 {name}。",
+    },
+    "auth.not_allowed": {
+        "en": "You are signed in as {email}, but this server is for its team only. Ask an admin to add your "
+        "address (REFSHEET_ALLOWED_EMAILS) or domain (REFSHEET_ALLOWED_DOMAINS), or sign in with another account.",
+        "zh": "你已用 {email} 登录，但此服务器仅供团队使用。请让管理员添加你的邮箱（REFSHEET_ALLOWED_EMAILS）或域名"
+        "（REFSHEET_ALLOWED_DOMAINS），或换一个账号登录。",
+    },
+    "auth.unverified": {
+        "en": "Your account ({email}) has no verified email address, which this server needs to let you in. "
+        "Verify it with your identity provider, or sign in with another account.",
+        "zh": "你的账号（{email}）没有经过验证的邮箱，而此服务器需要它才能让你进入。"
+        "请在身份提供方处验证邮箱，或换一个账号登录。",
+    },
     # Shared.
     "ui.language": {"en": "Language", "zh": "界面语言"},
     "common.cancel": {"en": "Cancel", "zh": "取消"},

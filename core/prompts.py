@@ -94,11 +94,11 @@ def language_name(language: str) -> str:
     return REPLY_LANGUAGES.get(language, language or DEFAULT_LANGUAGE)
 
 
-def build_instruction(profile: Profile, extra_images: int, known: Sequence[str] = ()) -> str:
+def build_instruction(profile: Profile, extra_images: int, known: Sequence[str] = (), user: str = "you") -> str:
     """The character instruction, following the seed's rules (in character, oral, no meta talk)."""
     name = profile.name.strip() or "the character shown in the reference sheet"
     lang = language_name(profile.language)
-    fill = lambda s: fill_placeholders(s.strip(), profile.name.strip() or "I")  # noqa: E731
+    fill = lambda s: fill_placeholders(s.strip(), profile.name.strip() or "I", user)  # noqa: E731
     lines = [
         f"You are {name}. Play this character for the whole conversation with the user.",
         "The first picture is your reference sheet: it shows how you look — your design, colours, clothes and "
@@ -139,15 +139,18 @@ def kickoff_line(profile: Profile) -> str:
     return f"(The conversation begins now. Greet me in character, in {language_name(profile.language)}.)"
 
 
-def character_prompt(profile: Profile, sheets: Sequence[PromptImage], lore: Lorebook | None = None) -> CharacterPrompt:
-    """The character prefix; constant lore joins the instruction, keyword lore waits for its keys."""
+def character_prompt(
+    profile: Profile, sheets: Sequence[PromptImage], lore: Lorebook | None = None, user: str = "you"
+) -> CharacterPrompt:
+    """The character prefix; constant lore joins the instruction, keyword lore waits for its keys.
+    `user` is who the character talks to: {{user}} in the card and its lore."""
     if not sheets:
         raise ValueError("A character prompt needs at least the main reference sheet.")
     lore = lore or Lorebook()
     name = profile.name.strip() or "I"
-    filled = Lorebook(tuple(replace(e, content=fill_placeholders(e.content, name)) for e in lore.entries),
+    filled = Lorebook(tuple(replace(e, content=fill_placeholders(e.content, name, user)) for e in lore.entries),
                       lore.scan_depth)  # fmt: skip
-    instruction = build_instruction(profile, len(sheets) - 1, [e.content for e in filled.constant])
+    instruction = build_instruction(profile, len(sheets) - 1, [e.content for e in filled.constant], user)
     return CharacterPrompt(instruction, tuple(sheets), kickoff_line(profile), filled)
 
 

@@ -53,6 +53,10 @@ class Settings:
     api_image_side: int = field(default=896, metadata={"env": "REFSHEET_API_IMAGE_SIDE"})
     api_image_tokens: int = field(default=256, metadata={"env": "REFSHEET_API_IMAGE_TOKENS"})
     api_timeout: float = field(default=600.0, metadata={"env": "REFSHEET_API_TIMEOUT"})
+    # Teams (with sign-in): comma-separated lists of emails and domains.
+    allowed_emails: str = field(default="", metadata={"env": "REFSHEET_ALLOWED_EMAILS"})
+    allowed_domains: str = field(default="", metadata={"env": "REFSHEET_ALLOWED_DOMAINS"})
+    admins: str = field(default="", metadata={"env": "REFSHEET_ADMINS"})
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATIONS:

@@ -149,7 +149,7 @@ def _request(session: Session, actor: Actor, conversation_id: int, before_turn: 
         images = tuple(PromptImage(a.sha256, a.data) for a in convs.get_attachments(session, m.attachment_ids))
         history.append(Turn(m.role, m.text, images))
     return ReplyRequest(
-        prefix=character_prefix(session, character),
+        prefix=character_prefix(session, character, actor.user_name),
         history=tuple(history),
         sampler=sampler(conversation),
         conversation_key=f"conversation:{conversation_id}",

@@ -10,6 +10,7 @@ from ui import resources
 from ui.language import say, tr
 from ui.markdown import inert
 from ui.profile_form import profile_inputs
+from ui.team import hand_over_panel, ownership, share_switch
 from ui.widgets import (
     ask_to_confirm,
     checked_uploads,
@@ -70,6 +71,7 @@ def editor(character_id: int) -> None:
         st.rerun()
     st.button(tr("library.back"), icon=":material/arrow_back:", on_click=close_editor)
     st.subheader(inert(character.name) or tr("common.unnamed"))
+    share_switch(character, actor)
 
     with st.form(f"edit_{character_id}"):
         changes = profile_inputs(EDITABLE, character.model_dump())
@@ -125,6 +127,7 @@ if (editing := st.session_state.get("editing")) is not None:
     editor(editing)
     st.stop()
 
+hand_over_panel(actor)
 query = st.text_input(tr("library.search"), placeholder=tr("library.search_placeholder"), key="library_query")
 summaries = characters.summaries(db, actor, query)
 
@@ -145,6 +148,7 @@ for start in range(0, len(summaries), COLUMNS):  # row by row, so the cards of a
                 st.image(square_thumbnail(summary.thumbnail), width="stretch")
             st.markdown(f"**{inert(summary.name) or tr('common.unnamed')}**")
             st.caption(inert(note_line(summary.notes)) or "\u00a0")  # a line even without notes: even heights
+            ownership(summary, actor)
             st.caption(
                 tr(
                     "library.card_meta",
@@ -160,7 +164,9 @@ for start in range(0, len(summaries), COLUMNS):  # row by row, so the cards of a
                 query_params={"character": summary.id},
             )
             actions = st.container(horizontal=True, gap="small")  # buttons keep their labels and wrap if narrow
-            if actions.button(tr("library.edit"), key=f"edit_{summary.id}", icon=":material/edit:", type="tertiary"):
+            mine = summary.owner_id == actor.id
+            if mine and actions.button(tr("library.edit"), key=f"edit_{summary.id}", icon=":material/edit:",
+                                       type="tertiary"):  # fmt: skip
                 st.session_state.editing = summary.id
                 st.rerun()
             if actions.button(
@@ -168,7 +174,9 @@ for start in range(0, len(summaries), COLUMNS):  # row by row, so the cards of a
             ):
                 act(characters.duplicate, summary.id, tr("library.copy_suffix"))
                 st.rerun()
-            if actions.button(tr("common.delete"), key=f"del_{summary.id}", icon=":material/delete:", type="tertiary"):
+            if (mine or actor.is_admin) and actions.button(
+                tr("common.delete"), key=f"del_{summary.id}", icon=":material/delete:", type="tertiary"
+            ):
                 ask_to_confirm(
                     "confirm_delete",
                     character_id=summary.id,

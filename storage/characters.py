@@ -15,7 +15,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, delete, select
 
 from storage.db import require, touch
-from storage.tables import Character, CharacterProfile, Conversation, ImageData, SheetImage, utcnow
+from storage.tables import LOCAL_USER_ID, Character, CharacterProfile, Conversation, ImageData, SheetImage, User, utcnow
 
 PROFILE_FIELDS: tuple[str, ...] = tuple(CharacterProfile.model_fields)
 
@@ -33,12 +33,15 @@ class CharacterSummary:
     language: str
     notes: str
     thumbnail: bytes | None = field(repr=False)
-    conversation_count: int
+    conversation_count: int  # the viewer's own conversations with it
     last_activity: datetime
+    owner_id: int = LOCAL_USER_ID
+    owner_name: str = ""
+    shared: bool = False
 
 
 def create_character(
-    session: Session, images: Sequence[ImageData], owner: str | None = None, **profile: Any
+    session: Session, images: Sequence[ImageData], owner_id: int = LOCAL_USER_ID, **profile: Any
 ) -> Character:
     """Store a character with its images (the first is the main sheet) in the caller's transaction."""
     if not images:
@@ -46,7 +49,7 @@ def create_character(
     unknown = set(profile) - set(PROFILE_FIELDS)
     if unknown:
         raise TypeError(f"unknown character fields: {sorted(unknown)}")
-    character = Character(**profile, owner=owner)
+    character = Character(**profile, owner_id=owner_id)
     session.add(character)
     session.flush()
     for position, image in enumerate(images):
@@ -55,8 +58,12 @@ def create_character(
     return character
 
 
-def count_characters(session: Session) -> int:
-    return session.exec(select(func.count(Character.id))).one()
+def count_characters(session: Session, viewer_id: int | None = None) -> int:
+    """How many characters the viewer can see (everyone's with no viewer)."""
+    stmt = select(func.count(Character.id))
+    if viewer_id is not None:
+        stmt = stmt.where(or_(col(Character.owner_id) == viewer_id, col(Character.shared).is_(True)))
+    return session.exec(stmt).one()
 
 
 def get_character(session: Session, character_id: int) -> Character | None:
@@ -83,30 +90,36 @@ def delete_character(session: Session, character_id: int) -> None:
 
 
 def duplicate_character(
-    session: Session, character_id: int, name_suffix: str = " (copy)", owner: str | None = None
+    session: Session, character_id: int, name_suffix: str = " (copy)", owner_id: int | None = None
 ) -> Character:
-    """A new character with the same profile and images, and no conversations."""
+    """A new character with the same profile and images, and no conversations (not shared)."""
     source = _require(session, character_id)
     profile = {k: getattr(source, k) for k in PROFILE_FIELDS}
     profile["name"] = f"{source.name}{name_suffix}"
-    owner = owner if owner is not None else source.owner
-    return create_character(session, get_images(session, character_id), owner=owner, **profile)
+    owner_id = owner_id if owner_id is not None else source.owner_id
+    return create_character(session, get_images(session, character_id), owner_id=owner_id, **profile)
 
 
-def list_characters(session: Session, query: str = "", owner: str | None = None) -> list[CharacterSummary]:
-    """Characters newest-activity first, filtered by a case-insensitive search of name and notes."""
-    conv_count = (
-        select(func.count(Conversation.id))
-        .where(Conversation.character_id == Character.id)
-        .correlate(Character)
-        .scalar_subquery()
-    )
-    last_conv = (
-        select(func.max(Conversation.updated_at))
-        .where(Conversation.character_id == Character.id)
-        .correlate(Character)
-        .scalar_subquery()
-    )
+def set_shared(session: Session, character_id: int, shared: bool) -> Character:
+    character = _require(session, character_id)
+    character.shared = shared
+    session.add(character)
+    session.flush()
+    return character
+
+
+def list_characters(
+    session: Session, query: str = "", viewer_id: int | None = None, everyone: bool = False
+) -> list[CharacterSummary]:
+    """Characters newest-activity first, filtered by a case-insensitive search of name and notes.
+
+    With a viewer: their own and the shared ones (every one if `everyone`), with the viewer's own
+    conversation counts (nobody learns about another's conversations). Without: all of them."""
+    mine = [Conversation.character_id == Character.id]
+    if viewer_id is not None:
+        mine.append(Conversation.owner_id == viewer_id)
+    conv_count = select(func.count(Conversation.id)).where(*mine).correlate(Character).scalar_subquery()
+    last_conv = select(func.max(Conversation.updated_at)).where(*mine).correlate(Character).scalar_subquery()
     thumb = (
         select(SheetImage.thumbnail)
         .where(SheetImage.character_id == Character.id, SheetImage.position == 0)
@@ -122,9 +135,13 @@ def list_characters(session: Session, query: str = "", owner: str | None = None)
         conv_count,
         Character.updated_at,
         last_conv,
-    )
-    if owner is not None:
-        stmt = stmt.where(Character.owner == owner)
+        Character.owner_id,
+        User.name,
+        User.email,
+        Character.shared,
+    ).join(User, col(User.id) == Character.owner_id)
+    if viewer_id is not None and not everyone:
+        stmt = stmt.where(or_(col(Character.owner_id) == viewer_id, col(Character.shared).is_(True)))
     if query.strip():
         pattern = f"%{query.strip()}%"
         stmt = stmt.where(or_(col(Character.name).ilike(pattern), col(Character.notes).ilike(pattern)))
@@ -138,6 +155,9 @@ def list_characters(session: Session, query: str = "", owner: str | None = None)
             thumbnail=r[4],
             conversation_count=r[5],
             last_activity=max(t for t in (r[6], r[7]) if t is not None),
+            owner_id=r[8],
+            owner_name=r[9] or r[10],
+            shared=r[11],
         )
         for r in rows
     ]

@@ -15,6 +15,7 @@ from sqlmodel import Session, col, delete, func, select, update
 
 from storage.db import require, touch
 from storage.tables import (
+    LOCAL_USER_ID,
     Attachment,
     Character,
     Conversation,
@@ -32,9 +33,15 @@ class ConversationGone(LookupError):
 
 
 def create_conversation(
-    session: Session, character_id: int, title: str = "", settings: dict[str, Any] | None = None
+    session: Session,
+    character_id: int,
+    title: str = "",
+    settings: dict[str, Any] | None = None,
+    owner_id: int = LOCAL_USER_ID,
 ) -> Conversation:
-    conversation = Conversation(character_id=character_id, title=title, settings=dict(settings or {}))
+    conversation = Conversation(
+        character_id=character_id, title=title, settings=dict(settings or {}), owner_id=owner_id
+    )
     session.add(conversation)
     session.flush()
     return conversation
@@ -45,12 +52,14 @@ def get_conversation(session: Session, conversation_id: int) -> Conversation | N
 
 
 def list_conversations(
-    session: Session, character_id: int | None = None, limit: int | None = None
+    session: Session, character_id: int | None = None, limit: int | None = None, owner_id: int | None = None
 ) -> list[Conversation]:
-    """Most recently active first."""
+    """Most recently active first (one owner's, or everyone's)."""
     stmt = select(Conversation).order_by(col(Conversation.updated_at).desc(), col(Conversation.id).desc())
     if character_id is not None:
         stmt = stmt.where(Conversation.character_id == character_id)
+    if owner_id is not None:
+        stmt = stmt.where(Conversation.owner_id == owner_id)
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(session.exec(stmt).all())
@@ -68,7 +77,7 @@ class RecentConversation:
     thumbnail: bytes | None = field(repr=False)
 
 
-def recent_conversations(session: Session, limit: int = 8) -> list[RecentConversation]:
+def recent_conversations(session: Session, limit: int = 8, owner_id: int | None = None) -> list[RecentConversation]:
     """The most recently active conversations with their character's name and main thumbnail."""
     thumb = (
         select(SheetImage.thumbnail)
@@ -82,6 +91,8 @@ def recent_conversations(session: Session, limit: int = 8) -> list[RecentConvers
         .order_by(col(Conversation.updated_at).desc(), col(Conversation.id).desc())
         .limit(limit)
     )
+    if owner_id is not None:
+        stmt = stmt.where(Conversation.owner_id == owner_id)
     return [RecentConversation(*row) for row in session.exec(stmt).all()]
 
 

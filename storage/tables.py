@@ -27,6 +27,14 @@ def _fk(target: str) -> Any:
     return Field(sa_column=Column(Integer, ForeignKey(target, ondelete="CASCADE"), nullable=False, index=True))
 
 
+def _owner() -> Any:
+    """The user a row belongs to. Users are never deleted, so nothing cascades from one."""
+    return Field(sa_column=Column(Integer, ForeignKey("app_user.id"), nullable=False, index=True))
+
+
+LOCAL_USER_ID = 1  # the one user of an install without sign-in; the first migration of users creates it
+
+
 def _profile_field(kind: str, *, prompt: bool = False, card: bool = True, **options: Any) -> Any:
     """A profile field. `kind` says how it is edited (line, text, greetings, tags, language, data);
     `prompt`: the model reads it; `card`: a Tavern card `data` field of the same name."""
@@ -75,9 +83,25 @@ class CharacterProfile(SQLModel):
     character_book: dict[str, Any] | None = _profile_field("data", default=None, nullable=True)
 
 
+class User(SQLModel, table=True):
+    """A person, known by their identity provider's issuer and subject (stable, unlike an email)."""
+
+    __tablename__ = "app_user"  # "user" is a reserved word in PostgreSQL
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    issuer: str
+    subject: str
+    email: str = Field(default="", index=True)
+    name: str = ""
+    first_seen: datetime = Field(default_factory=utcnow)
+    last_seen: datetime = Field(default_factory=utcnow)
+
+
 class Character(CharacterProfile, table=True):
     id: int | None = Field(default=None, primary_key=True)
-    owner: str | None = Field(default=None, index=True)  # the acting user's id (teams); None before teams
+    owner_id: int = _owner()
+    shared: bool = Field(default=False, index=True)  # the team may see it, chat with it and copy it
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow, index=True)
 
@@ -126,6 +150,7 @@ class SheetImage(StoredImage, table=True):
 class Conversation(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     character_id: int = _fk("character.id")
+    owner_id: int = _owner()  # whoever talks: private to them, even with someone else's shared character
     title: str = ""
     settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)

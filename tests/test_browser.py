@@ -72,8 +72,8 @@ if not _browser_available():
 class Server:
     """`streamlit run Home.py` as a child process, started and killed like a real deployment."""
 
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
-        self.env, self.port, self.log = env, port, log
+    def __init__(self, env: dict[str, str], port: int, log: Path, extra: tuple[str, ...] = ()) -> None:
+        self.env, self.port, self.log, self.extra = env, port, log, extra
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -92,6 +92,7 @@ class Server:
                 "true",
                 "--server.fileWatcherType",
                 "none",
+                *self.extra,
             ],
             cwd=ROOT,
             env=self.env,
@@ -113,13 +114,14 @@ class Server:
             self.proc.wait(10)
 
 
-@pytest.fixture
-def server(tmp_path: Path, tiny_checkpoint: Path):
+def server_env(tmp_path: Path, tiny_checkpoint: Path) -> tuple[dict[str, str], Path]:
+    """The environment of an app server under test: the tiny model, a fresh data directory, and the
+    audit hook that records any connection beyond loopback (into the returned log)."""
     hook_dir = tmp_path / "hook"
-    hook_dir.mkdir()
+    hook_dir.mkdir(exist_ok=True)
     (hook_dir / "sitecustomize.py").write_text(AUDIT_HOOK)
     net_log = tmp_path / "network.jsonl"
-    env = {
+    return {
         **os.environ,
         "PYTHONPATH": f"{hook_dir}{os.pathsep}{ROOT}",
         "REFSHEET_NET_LOG": str(net_log),
@@ -127,7 +129,12 @@ def server(tmp_path: Path, tiny_checkpoint: Path):
         "REFSHEET_MODEL": str(tiny_checkpoint),
         "REFSHEET_QUANTIZATION": "none",
         "HF_HUB_OFFLINE": "1",
-    }
+    }, net_log
+
+
+@pytest.fixture
+def server(tmp_path: Path, tiny_checkpoint: Path):
+    env, net_log = server_env(tmp_path, tiny_checkpoint)
     srv = Server(env, free_port(), tmp_path / "server.log")
     srv.start()
     yield srv, net_log

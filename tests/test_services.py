@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from PIL import Image
 from sqlmodel import Session, func, select
@@ -11,7 +13,7 @@ from core.errors import NotFound, Refused
 from core.profile import PROMPT_FIELDS, profile_of
 from core.prompts import character_prompt
 from core.sheets import prepare_image
-from core.users import LOCAL_USER, Actor
+from core.users import LOCAL_USER
 from storage.tables import Character, Message, SheetImage
 from tests.conftest import encode
 
@@ -34,7 +36,7 @@ def test_create_stores_whole_or_refuses_with_a_reason(engine) -> None:
     assert info.value.params["field"] == "tags"
     assert _count(engine, Character) == 0 and _count(engine, SheetImage) == 0
     made = characters.create(engine, LOCAL_USER, {"name": "Aster", "tags": ["elf"]}, [_image(), _image("blue")])
-    assert made.owner == LOCAL_USER.id and made.tags == ["elf"] and made.language == "English"
+    assert made.owner_id == LOCAL_USER.id and made.tags == ["elf"] and made.language == "English"
     assert [i.original_name for i in characters.images(engine, LOCAL_USER, made.id)] == ["red.png", "blue.png"]
 
 
@@ -67,7 +69,7 @@ def test_a_conversation_opens_with_the_greeting_addressed_to_the_user(engine) ->
         engine, LOCAL_USER, {"name": "Mira", "first_mes": "Hello {{user}}, I am {{char}}.",
                              "alternate_greetings": ["Hi {{user}}!"]}, [_image()],
     )  # fmt: skip
-    alice = Actor(id="local", display_name="Alice")
+    alice = replace(LOCAL_USER, display_name="Alice")  # the same user, known by name
     conversation = conversations.start(engine, alice, mira.id)
     (greeting,) = turns.story(engine, alice, conversation.id)
     assert (greeting.text, greeting.variants) == ("Hello Alice, I am Mira.", 2)

@@ -15,11 +15,22 @@ from sqlmodel import Session, func, select
 from core.sheets import prepare_image
 from storage import characters as chars
 from storage import conversations as convs
+from storage import users
 from storage.db import current_revision, make_engine, migrate, session_scope
-from storage.tables import Attachment, Character, Conversation, Message, MessageStatus, Role, SheetImage
+from storage.tables import (
+    LOCAL_USER_ID,
+    Attachment,
+    Character,
+    Conversation,
+    Message,
+    MessageStatus,
+    Role,
+    SheetImage,
+)
 from tests.conftest import encode
 
-TABLES = {"character", "sheetimage", "conversation", "message", "attachment"}
+TABLES = {"character", "sheetimage", "conversation", "message", "attachment", "app_user"}
+OLD_TABLES = TABLES - {"app_user"}  # what the initial revision had
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -170,7 +181,11 @@ def test_migration_from_empty_database_to_head(db_url: str) -> None:
     assert current_revision(engine) is None
     migrate(engine)
     assert set(inspect(engine).get_table_names()) >= TABLES
-    assert current_revision(engine) == "0001"
+    from alembic.script import ScriptDirectory
+
+    from storage.db import alembic_config
+
+    assert current_revision(engine) == ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     migrate(engine)  # idempotent: a second start-up changes nothing
 
 
@@ -184,18 +199,55 @@ def test_the_tables_in_code_match_the_migrations(engine) -> None:
         assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
 
 
+def _populate_initial_schema(engine) -> None:
+    """One of everything, written with the initial revision's columns (as a database made then holds)."""
+    image = _image()
+    now = "2026-11-01 10:00:00"
+    rows = [
+        ("INSERT INTO character (id, owner, name, notes, language, description, personality, scenario, first_mes, "
+         "alternate_greetings, mes_example, system_prompt, post_history_instructions, creator_notes, tags, creator, "
+         "character_version, extensions, character_book, created_at, updated_at) VALUES (7, 'local', 'Seraphina', "
+         "'Guardian', '日本語', '', 'kind', '', 'Hi', '[\"Hello\"]', '', '', '', '', '[\"elf\"]', '', '', '{}', NULL, "
+         ":now, :now)"),
+        ("INSERT INTO sheetimage (id, character_id, position, original_name, mime_type, width, height, sha256, data, "
+         "thumbnail, created_at) VALUES (3, 7, 0, 'red.png', 'image/png', 64, 48, :sha, :data, :thumb, :now)"),
+        "INSERT INTO conversation (id, character_id, title, settings, created_at, updated_at) VALUES (5, 7, 'First', "
+        "'{}', :now, :now)",
+        ("INSERT INTO attachment (id, conversation_id, original_name, mime_type, width, height, sha256, data, "
+         "thumbnail, created_at) VALUES (2, 5, 'green.png', 'image/png', 64, 48, :sha, :data, :thumb, :now)"),
+        ("INSERT INTO message (id, conversation_id, turn, variant, chosen, role, text, attachment_ids, status, error, "
+         "stats, created_at, updated_at) VALUES (9, 5, 0, 0, :yes, 'user', 'Where am I?', '[2]', 'complete', '', '{}', "
+         ":now, :now)"),
+    ]  # fmt: skip
+    values = {"now": now, "sha": image.sha256, "data": image.data, "thumb": image.thumbnail, "yes": True}
+    with engine.begin() as conn:
+        for sql in rows:
+            conn.execute(text(sql), {k: v for k, v in values.items() if f":{k}" in sql})
+
+
 def test_upgrading_a_database_made_at_the_initial_revision_keeps_every_row(db_url: str) -> None:
     engine = make_engine(db_url)
     migrate(engine, "0001")
-    ids = _populate(engine)
+    _populate_initial_schema(engine)
+    unchanged = OLD_TABLES - {"character", "conversation"}  # the tables the migration does not alter
     with engine.connect() as conn:
-        before = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in TABLES}
+        before = {t: conn.execute(text(f"SELECT * FROM {t} ORDER BY id")).all() for t in unchanged}
     migrate(engine)  # to head, whatever later revisions exist
-    with engine.connect() as conn:
-        after = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in TABLES}
-    assert after == before and all(before.values())
+    with engine.connect() as conn:  # every row of them, column for column
+        assert {t: conn.execute(text(f"SELECT * FROM {t} ORDER BY id")).all() for t in unchanged} == before
     with Session(engine) as s:
-        assert s.get(Character, ids["character"]).name == "Seraphina"
+        character = s.get(Character, 7)
+        assert (character.name, character.language, character.tags, character.owner_id) == (
+            "Seraphina", "日本語", ["elf"], LOCAL_USER_ID,
+        )  # fmt: skip
+        assert not character.shared
+        (conversation,) = convs.list_conversations(s)
+        assert (conversation.id, conversation.title, conversation.owner_id) == (5, "First", LOCAL_USER_ID)
+        assert [m.text for m in convs.list_messages(s, 5)] == ["Where am I?"]  # children survived the rebuild
+        assert chars.get_images(s, 7)[0].data == _image().data
+    with session_scope(engine) as s:  # and new rows get ids after the migrated ones
+        user = users.signed_in(s, "https://id.example", "alice", "alice@example.test", "Alice")
+        assert user.id != LOCAL_USER_ID
 
 
 def test_eight_threads_appending_at_once_lose_nothing(engine) -> None:

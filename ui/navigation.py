@@ -6,6 +6,9 @@ from typing import Any
 
 import streamlit as st
 
+from core.users import NotAllowed
+from ui import resources
+from ui.auth import not_allowed_page, sign_in_page, signed_in_actor
 from ui.language import tr
 
 
@@ -26,8 +29,18 @@ def app_icon() -> Any:
 
 
 def navigation() -> Any:
-    """The app's pages: the router `Home.py` runs, and the menu every page shows."""
+    """The app's pages: the router `Home.py` runs, and the menu every page shows. With sign-in on, a
+    visitor who is not signed in (or not let in) gets one page that says so, and nothing else."""
     st.set_page_config(page_title="RefSheet Chat", page_icon=app_icon(), layout="wide")
+    current = signed_in_actor(resources.db(), resources.settings())
+    if current is None:
+        return st.navigation([st.Page(sign_in_page, title=tr("auth.sign_in"), icon=":material/login:", default=True)])
+    if isinstance(current, NotAllowed):
+
+        def not_allowed() -> None:
+            not_allowed_page(current)
+
+        return st.navigation([st.Page(not_allowed, title=tr("auth.sign_in"), icon=":material/block:", default=True)])
     pages = [
         st.Page("pages/home.py", title=tr("nav.home"), icon=":material/home:", default=True),
         st.Page("pages/create.py", title=tr("nav.create"), icon=":material/add_photo_alternate:"),

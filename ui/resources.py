@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from core.backend import Backend, make_backend
 from core.settings import Settings, load_settings
 from core.sheets import ImageLimits
-from core.users import LOCAL_USER, Actor
+from core.users import Actor
 from storage.db import make_engine, migrate
 
 
@@ -51,8 +51,16 @@ def backend() -> Backend:
 
 
 def actor() -> Actor:
-    """Who is using this browser session (single-user mode: the local user)."""
-    return LOCAL_USER
+    """Who is using this browser session: the local user without sign-in, else the signed-in person.
+
+    Only ever an actor: a visitor who is not (or may not be) signed in is stopped here, whatever page
+    was asked for (the router shows them the sign-in page instead)."""
+    from ui.auth import signed_in_actor
+
+    current = signed_in_actor(db(), settings())
+    if not isinstance(current, Actor):
+        st.stop()
+    return current
 
 
 def limits() -> ImageLimits:

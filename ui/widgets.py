@@ -17,6 +17,7 @@ from core.characters import CardDraft
 from core.lore import Lorebook
 from core.sheets import PreparedImage, check_uploads
 from ui import resources
+from ui.auth import who_is_here
 from ui.language import language_switch, say, tr
 from ui.markdown import inert
 from ui.navigation import through_router
@@ -45,9 +46,10 @@ def fresh_area(key: str, showing: object) -> Any:
 
 
 def page_setup() -> None:
-    """What every page does first: run under the router, offer the language switch."""
+    """What every page does first: run under the router, offer the language switch, say who is here."""
     through_router()
     language_switch()
+    who_is_here(resources.actor())
 
 
 def local_time(moment: datetime) -> str:

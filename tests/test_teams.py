@@ -1,0 +1,201 @@
+"""Teams: each person's characters and conversations are private; a shared character is seen, chatted
+with and copied by the team but changed only by its owner; admins delete any character and read no
+one's conversations. Enforced in `core.access` and checked here through every service function, on
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from PIL import Image
+from sqlalchemy import text
+from sqlmodel import Session
+
+from core import characters, conversations, turns, users
+from core.backend import ReplyRequest, ReplyStream
+from core.errors import NotFound, Refused
+from core.sampling import SamplerSettings
+from core.sheets import prepare_image
+from core.users import Actor, Identity, NotAllowed, Policy
+from tests.conftest import encode
+
+TABLES = ("app_user", "character", "sheetimage", "conversation", "message", "attachment")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'refsheet.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def _image(colour: str = "red"):
+    return prepare_image(encode(Image.new("RGB", (48, 64), colour), "PNG"), f"{colour}.png")
+
+
+POLICY = Policy(admins=frozenset({"carol@example.test"}))
+
+
+def person(engine, name: str) -> Actor:
+    return users.sign_in(engine, Identity("https://id.example", name, f"{name}@example.test", name.title(), True),
+                         POLICY)  # fmt: skip
+
+
+@pytest.fixture
+def team(engine):
+    """Alice with a private character and a conversation with it; Bob; Carol, an admin."""
+    alice, bob, carol = person(engine, "alice"), person(engine, "bob"), person(engine, "carol")
+    secret = characters.create(
+        engine, alice, {"name": "Secret", "first_mes": "Hi {{user}}."}, [_image(), _image("blue")]
+    )
+    chat = conversations.start(engine, alice, secret.id)
+    turns.send(engine, alice, chat.id, "Only for me.", [_image("green")])
+    return alice, bob, carol, secret.id, chat.id
+
+
+def snapshot(engine) -> dict[str, list]:
+    with engine.connect() as conn:
+        return {t: conn.execute(text(f"SELECT * FROM {t} ORDER BY id")).all() for t in TABLES}
+
+
+class NoBackend:
+    """TEST DOUBLE: a backend that must never be asked (the access check comes first)."""
+
+    def stream(self, request: ReplyRequest, stop=None, on_progress=None) -> ReplyStream:
+        raise AssertionError("the backend was reached")
+
+
+def cross_user_calls(secret: int, chat: int, image: int) -> dict[str, tuple]:
+    """Every service function that takes an id, with Alice's ids (the arguments after db and actor)."""
+    s = SamplerSettings(temperature=0)
+    return {
+        "characters.get": (characters.get, secret),
+        "characters.update": (characters.update, secret, {"name": "Mine now"}),
+        "characters.duplicate": (characters.duplicate, secret),
+        "characters.delete": (characters.delete, secret),
+        "characters.share": (characters.share, secret, True),
+        "characters.images": (characters.images, secret),
+        "characters.main_sheet": (characters.main_sheet, secret),
+        "characters.add_images": (characters.add_images, secret, [_image("black")]),
+        "characters.remove_image": (characters.remove_image, secret, image),
+        "characters.set_main_image": (characters.set_main_image, secret, image),
+        "characters.export_card": (characters.export_card, secret),
+        "conversations.for_character": (conversations.for_character, secret),
+        "conversations.get": (conversations.get, chat),
+        "conversations.start": (conversations.start, secret),
+        "conversations.rename": (conversations.rename, chat, "Read by Bob"),
+        "conversations.delete": (conversations.delete, chat),
+        "conversations.save_sampler": (conversations.save_sampler, chat, s),
+        "turns.story": (turns.story, chat),
+        "turns.message": (turns.message, chat, 1),
+        "turns.request_for": (turns.request_for, chat),
+        "turns.send": (turns.send, chat, "Hello Alice's character"),
+        "turns.edit": (turns.edit, chat, 1, "Changed"),
+        "turns.delete": (turns.delete, chat, 1),
+        "turns.choose": (turns.choose, chat, 0, 0),
+        "turns.reply": (lambda db, actor, c: turns.reply(db, actor, NoBackend(), c), chat),
+        "users.people": (users.people,),
+        "users.local_library": (users.local_library,),
+        "users.hand_over_local_library": (users.hand_over_local_library, 2),
+    }
+
+
+def test_nobody_reaches_anothers_private_data_through_any_service(engine, team) -> None:
+    alice, bob, _carol, secret, chat = team
+    image = characters.images(engine, alice, secret)[1].id
+    calls = cross_user_calls(secret, chat, image)
+    before = snapshot(engine)
+    for name, (function, *args) in calls.items():
+        with pytest.raises((NotFound, Refused)) as refused:
+            function(engine, bob, *args)
+        if name.startswith(("characters.", "conversations.", "turns.")):
+            assert isinstance(refused.value, NotFound), name  # not his = not there: no hint that it exists
+    assert snapshot(engine) == before  # and nothing changed
+    # The lists leave it out.
+    assert characters.summaries(engine, bob) == [] and characters.count(engine, bob) == 0
+    assert conversations.recent(engine, bob) == []
+
+
+def test_every_service_function_is_in_the_cross_user_test() -> None:
+    """A new service function that takes an actor must get a case above (or be a list, checked there)."""
+    listed = set(cross_user_calls(1, 1, 1)) | {"characters.summaries", "characters.count", "characters.create",
+                                               "conversations.recent", "users.sign_in"}  # fmt: skip
+    found = {
+        f"{module.__name__.rsplit('.', 1)[-1]}.{name}"
+        for module in (characters, conversations, turns, users)
+        for name, function in inspect.getmembers(module, inspect.isfunction)
+        if function.__module__ == module.__name__
+        and list(inspect.signature(function).parameters)[:2] == ["db", "actor"]
+    }
+    assert found - listed == set()
+
+
+def test_a_shared_character_is_seen_chatted_with_and_copied_but_not_changed(engine, team) -> None:
+    alice, bob, _carol, secret, alices_chat = team
+    characters.share(engine, alice, secret, True)
+    (seen,) = characters.summaries(engine, bob)
+    assert (seen.id, seen.shared, seen.owner_name, seen.conversation_count) == (secret, True, "Alice", 0)
+    bobs_chat = conversations.start(engine, bob, secret).id
+    assert [b.text for b in turns.story(engine, bob, bobs_chat)] == ["Hi Bob."]  # {{user}} is the reader
+    turns.send(engine, bob, bobs_chat, "Hello!")
+    copy = characters.duplicate(engine, bob, secret, " (mine)")
+    assert copy.owner_id == bob.id and not copy.shared
+    characters.update(engine, bob, copy.id, {"notes": "My version"})
+    for change in (lambda: characters.update(engine, bob, secret, {"name": "Taken"}),
+                   lambda: characters.delete(engine, bob, secret), lambda: characters.share(engine, bob, secret, False),
+                   lambda: characters.add_images(engine, bob, secret, [_image("black")])):  # fmt: skip
+        with pytest.raises(Refused, match="only its owner can change it"):
+            change()
+    # Each keeps their own conversations: Alice never sees Bob's, Bob never sees Alice's.
+    assert [c.id for c in conversations.for_character(engine, alice, secret)] == [alices_chat]
+    assert [c.id for c in conversations.for_character(engine, bob, secret)] == [bobs_chat]
+    with pytest.raises(NotFound):
+        turns.story(engine, alice, bobs_chat)
+    with pytest.raises(NotFound):
+        turns.story(engine, bob, alices_chat)
+    characters.share(engine, alice, secret, False)  # private again: gone from Bob's library
+    assert [s.id for s in characters.summaries(engine, bob)] == [copy.id]
+
+
+def test_an_admin_deletes_any_character_but_reads_no_conversation(engine, team) -> None:
+    alice, _bob, carol, secret, chat = team
+    assert carol.is_admin and secret in [s.id for s in characters.summaries(engine, carol)]
+    for read in (lambda: turns.story(engine, carol, chat), lambda: conversations.get(engine, carol, chat)):
+        with pytest.raises(NotFound):
+            read()
+    with pytest.raises(Refused):
+        characters.update(engine, carol, secret, {"name": "Renamed by an admin"})
+    characters.delete(engine, carol, secret)
+    assert characters.summaries(engine, alice) == []
+
+
+def test_sign_in_lets_in_only_the_team_and_remembers_people(engine) -> None:
+    policy = Policy(frozenset({"ann@partner.test"}), frozenset({"example.test"}), frozenset({"boss@example.test"}))
+    first = users.sign_in(engine, Identity("https://id", "ann", "Ann@Partner.test", "Ann", True), policy)
+    again = users.sign_in(engine, Identity("https://id", "ann", "ann@partner.test", "Ann B.", True), policy)
+    assert first.id == again.id and again.display_name == "Ann B." and not again.is_admin
+    assert users.sign_in(engine, Identity("https://id", "b", "boss@example.test", "Boss", True), policy).is_admin
+    with pytest.raises(NotAllowed) as outsider:
+        users.sign_in(engine, Identity("https://id", "eve", "eve@elsewhere.test", "Eve", True), policy)
+    assert "eve@elsewhere.test" in str(outsider.value) and "REFSHEET_ALLOWED_EMAILS" in str(outsider.value)
+    with pytest.raises(NotAllowed, match="no verified email"):  # an allow-list trusts verified addresses only
+        users.sign_in(engine, Identity("https://id", "mallory", "x@example.test", "M", False), policy)
+    with pytest.raises(NotAllowed, match="no verified email"):  # an unverified address makes no admin either
+        users.sign_in(engine, Identity("https://id", "m2", "boss@example.test", "M", False), policy)
+
+
+def test_an_admin_hands_the_library_made_before_sign_in_to_a_person(engine, neutral_png) -> None:
+    from core.users import LOCAL_USER
+
+    made = characters.create(engine, LOCAL_USER, {"name": "From the laptop days"}, [prepare_image(neutral_png)])
+    conversations.start(engine, LOCAL_USER, made.id)
+    dana, admin = person(engine, "dana"), person(engine, "carol")
+    assert characters.summaries(engine, dana) == []
+    assert users.local_library(engine, admin) == (1, 1)
+    assert [p.name for p in users.people(engine, admin)] == ["Carol", "Dana"]
+    assert users.hand_over_local_library(engine, admin, dana.id) == (1, 1)
+    assert [s.name for s in characters.summaries(engine, dana)] == ["From the laptop days"]
+    assert len(conversations.recent(engine, dana)) == 1 and users.local_library(engine, admin) == (0, 0)
+    with Session(engine) as s:
+        assert s.exec(text("SELECT count(*) FROM character")).one()[0] == 1

@@ -1,0 +1,81 @@
+"""Sign-in for a team: on when `.streamlit/secrets.toml` has an `[auth]` section, off otherwise.
+
+Off (a laptop, or a private server): everyone is the local user and nothing asks who they are. On:
+Streamlit's OpenID Connect sign-in (`st.login`, `st.user`, `st.logout`) with any provider
+(Google, Microsoft Entra, Okta, Keycloak, Authentik…), then `core.users.sign_in` for the
+allow-lists and admins. A visitor who is not signed in sees only the sign-in page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from core.users import LOCAL_USER, Actor, Identity, NotAllowed, Policy, sign_in
+from ui.language import say, tr
+
+
+def auth_section() -> dict[str, Any] | None:
+    """The `[auth]` section of the secrets, if there is one (there is no secrets file on a laptop)."""
+    try:
+        section = st.secrets.get("auth")
+    except Exception:  # noqa: BLE001 - no secrets file at all: sign-in is off
+        return None
+    return dict(section) if section else None
+
+
+def providers(section: dict[str, Any]) -> list[str | None]:
+    """The providers to offer: named `[auth.<name>]` sections, or the one configured in `[auth]` itself."""
+    named = [name for name, value in section.items() if isinstance(value, dict) and "client_id" in value]
+    return named or [None]
+
+
+def signed_in_actor(db: Any, settings: Any) -> Actor | NotAllowed | None:
+    """Who this browser session is: the local user without sign-in; with it, the signed-in person
+    (recorded once per session), `NotAllowed` with the reason, or None before signing in."""
+    if auth_section() is None:
+        return LOCAL_USER
+    if not st.user.is_logged_in:
+        return None
+    identity = Identity(
+        issuer=str(st.user.get("iss") or ""),
+        subject=str(st.user.get("sub") or ""),
+        email=str(st.user.get("email") or ""),
+        name=str(st.user.get("name") or st.user.get("preferred_username") or ""),
+        email_verified=st.user.get("email_verified"),
+    )
+    key = ("signed_in", identity.issuer, identity.subject)
+    if st.session_state.get("signed_in_as", (None,))[0] != key:
+        try:
+            st.session_state.signed_in_as = (key, sign_in(db, identity, Policy.of(settings)))
+        except NotAllowed as refusal:
+            st.session_state.signed_in_as = (key, refusal)
+    return st.session_state.signed_in_as[1]
+
+
+def sign_in_page() -> None:
+    """All a visitor who is not signed in sees."""
+    st.title(tr("home.title"))
+    st.markdown(tr("auth.why"))
+    for provider in providers(auth_section() or {}):
+        label = tr("auth.sign_in_with", provider=provider.title()) if provider else tr("auth.sign_in")
+        st.button(
+            label, type="primary", icon=":material/login:", on_click=st.login, args=(provider,) if provider else ()
+        )
+
+
+def not_allowed_page(refusal: NotAllowed) -> None:
+    st.title(tr("home.title"))
+    st.error(say(refusal), icon=":material/block:")
+    st.button(tr("auth.sign_out"), icon=":material/logout:", on_click=st.logout)
+
+
+def who_is_here(actor: Actor) -> None:
+    """The person's name and the way out, in the sidebar (only with sign-in)."""
+    if auth_section() is None:
+        return
+    with st.sidebar:
+        admin = f" · {tr('auth.admin')}" if actor.is_admin else ""
+        st.caption(tr("auth.signed_in_as", name=actor.display_name or actor.email) + admin)
+        st.button(tr("auth.sign_out"), icon=":material/logout:", on_click=st.logout, key="sign_out")

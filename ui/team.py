@@ -1,0 +1,69 @@
+"""What a team sees in the Library: whose a character is, the share switch, and the admin's hand-over.
+
+All of it only with sign-in on; a single-user install shows none of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from core import characters, users
+from core.errors import UserError
+from core.users import Actor
+from ui import resources
+from ui.auth import auth_section
+from ui.language import say, tr
+from ui.markdown import inert
+
+
+def teams_on() -> bool:
+    return auth_section() is not None
+
+
+def ownership(summary: Any, actor: Actor) -> None:
+    """A line under a library card: shared, shared by someone, or someone's private one (admins)."""
+    if not teams_on():
+        return
+    if summary.owner_id == actor.id:
+        line = tr("team.shared_by_you") if summary.shared else tr("team.private")
+    elif summary.shared:
+        line = tr("team.shared_by", name=inert(summary.owner_name) or "?")
+    else:
+        line = tr("team.private_of", name=inert(summary.owner_name) or "?")
+    st.caption(line)
+
+
+def share_switch(character: Any, actor: Actor) -> None:
+    """The owner's switch: the team may see the character, chat with it and copy it."""
+    if not teams_on() or character.owner_id != actor.id:
+        return
+
+    def flip() -> None:
+        try:
+            characters.share(resources.db(), actor, character.id, st.session_state[f"share_{character.id}"])
+        except UserError as exc:
+            st.session_state.library_error = say(exc)
+
+    st.toggle(tr("team.share"), value=character.shared, key=f"share_{character.id}", on_change=flip,
+              help=tr("team.share_help"))  # fmt: skip
+
+
+def hand_over_panel(actor: Actor) -> None:
+    """Admins: give everything made before sign-in was turned on to one person."""
+    if not teams_on() or not actor.is_admin:
+        return
+    db = resources.db()
+    count, chats = users.local_library(db, actor)
+    if not count and not chats:
+        return
+    with st.expander(tr("team.local_library", count=count, chats=chats), icon=":material/move_item:"):
+        people = {p.id: f"{p.name or p.email} ({p.email})" for p in users.people(db, actor)}
+        if not people:
+            st.caption(tr("team.nobody_yet"))
+            return
+        chosen = st.selectbox(tr("team.hand_to"), list(people), format_func=people.get, key="hand_over_to")
+        if st.button(tr("team.hand_over"), icon=":material/move_item:"):
+            moved, moved_chats = users.hand_over_local_library(db, actor, chosen)
+            st.toast(tr("team.handed_over", count=moved, chats=moved_chats, name=people[chosen]))
+            st.rerun()
