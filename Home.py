@@ -4,6 +4,13 @@ This file is the router. The pages (Home, Create, Library, Chat) are listed in
 `ui.navigation.navigation()` and live in `pages/`; they call the services in `core/`.
 """
 
+import streamlit as st
+
+from core.errors import UserError
+from ui.language import say
 from ui.navigation import navigation
 
-navigation().run()
+try:
+    navigation().run()
+except UserError as problem:  # one a page did not catch (a full disk, say): said plainly, never a traceback
+    st.error(say(problem), icon=":material/error:")

@@ -11,12 +11,20 @@ a form reveals nothing. A row the actor sees but may not change is `Refused`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from core.errors import NotFound, Refused
-from core.users import Actor
+from core.errors import NotFound, Refused, StorageFull
+
+if TYPE_CHECKING:
+    from core.users import Actor  # users write through `writing` below
 from storage import characters as chars
 from storage import conversations as convs
+from storage import db as storage_db
 from storage.tables import Character, Conversation, SheetImage
 
 
@@ -49,3 +57,14 @@ def sheet(session: Session, actor: Actor, character_id: int, image_id: int, *, w
     if image is None or image.character_id != character_id:
         raise NotFound("image", id=image_id)
     return image
+
+
+@contextmanager
+def writing(db: Engine) -> Iterator[Session]:
+    """The services' one way to write: a unit of work stored whole or not at all, and a full disk said
+    as such (in the reader's language) instead of a database error."""
+    try:
+        with storage_db.session_scope(db) as session:
+            yield session
+    except storage_db.StorageFull as exc:
+        raise StorageFull() from exc

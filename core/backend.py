@@ -56,6 +56,7 @@ class ReplyRequest:
     history: tuple[Turn, ...]  # ends with the user turn to answer (empty: the greeting)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     conversation_key: str | None = None  # lets a backend keep per-conversation state (a KV cache)
+    continuation: str = ""  # the reply so far, to carry on from its last word (Continue after a cut-off)
 
 
 @dataclass

@@ -16,15 +16,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from core import access
-from core.cards import profile_from_card, read_card, write_card_png
+from core.cards import import_card, read_card, write_card_png
 from core.errors import Refused
+from core.i18n import Text
 from core.lore import Lorebook
 from core.profile import BY_NAME, Profile, profile_of
 from core.prompts import CharacterPrompt, PromptImage, character_prompt
 from core.sheets import ImageLimits, ImageRejected, PreparedImage, prepare_image
+from core.text import clean
 from core.users import Actor
 from storage import characters as chars
-from storage.db import session_scope
 from storage.tables import Character, SheetImage
 
 
@@ -50,13 +51,13 @@ def create(db: Engine, actor: Actor, profile: Mapping[str, Any], images: Sequenc
     if not images:
         raise Refused("no_main_sheet")
     values = _checked({**Profile().model_dump(), **profile})
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         return chars.create_character(session, images, owner_id=actor.id, **values)
 
 
 def update(db: Engine, actor: Actor, character_id: int, changes: Mapping[str, Any]) -> Character:
     """Change profile fields; the rest stay as they are."""
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         current = access.character(session, actor, character_id, write=True)
         values = _checked({**Profile.model_validate(current, from_attributes=True).model_dump(), **changes})
         return chars.update_character(session, character_id, **{k: values[k] for k in changes})
@@ -64,21 +65,21 @@ def update(db: Engine, actor: Actor, character_id: int, changes: Mapping[str, An
 
 def duplicate(db: Engine, actor: Actor, character_id: int, name_suffix: str = " (copy)") -> Character:
     """A copy with the same profile and images and no conversations, the actor's own (and private)."""
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         access.character(session, actor, character_id)
         return chars.duplicate_character(session, character_id, name_suffix, owner_id=actor.id)
 
 
 def delete(db: Engine, actor: Actor, character_id: int) -> None:
     """Delete the character with its images and every conversation with it (its owner, or an admin)."""
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         access.character(session, actor, character_id, delete=True)
         chars.delete_character(session, character_id)
 
 
 def share(db: Engine, actor: Actor, character_id: int, shared: bool) -> None:
     """Let the team see the character, chat with it (in conversations of their own) and copy it; or stop."""
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         access.character(session, actor, character_id, write=True)
         chars.set_shared(session, character_id, shared)
 
@@ -102,14 +103,14 @@ def main_sheet(db: Engine, actor: Actor, character_id: int) -> SheetImage:
 
 
 def add_images(db: Engine, actor: Actor, character_id: int, new: Sequence[PreparedImage]) -> None:
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         access.character(session, actor, character_id, write=True)
         chars.add_images(session, character_id, new)
 
 
 def remove_image(db: Engine, actor: Actor, character_id: int, image_id: int) -> None:
     """Remove one image; the next becomes the main sheet if the main one goes. The last one stays."""
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         access.sheet(session, actor, character_id, image_id, write=True)
         if len(chars.get_thumbnails(session, character_id)) == 1:
             raise Refused("last_image")
@@ -117,7 +118,7 @@ def remove_image(db: Engine, actor: Actor, character_id: int, image_id: int) -> 
 
 
 def set_main_image(db: Engine, actor: Actor, character_id: int, image_id: int) -> None:
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         access.sheet(session, actor, character_id, image_id, write=True)
         chars.set_main_image(session, character_id, image_id)
 
@@ -142,18 +143,20 @@ class CardDraft:
     profile: dict[str, Any]
     picture: PreparedImage | None = field(default=None, repr=False)
     picture_error: ImageRejected | None = None
+    warnings: tuple[Text, ...] = ()  # fields changed or left out, by name
 
 
 def read_card_file(raw: bytes, name: str, limits: ImageLimits | None = None) -> CardDraft:
     """Parse a card (PNG or JSON); raises `CardError`. Its picture is validated like any upload."""
     card = read_card(raw, name)
-    profile = profile_from_card(card)
+    imported = import_card(card)
+    profile, warnings = imported.profile, tuple(imported.warnings)
     if card.image is None:
-        return CardDraft(profile)
+        return CardDraft(profile, warnings=warnings)
     try:
-        return CardDraft(profile, prepare_image(card.image, name, limits))
+        return CardDraft(profile, prepare_image(card.image, name, limits), warnings=warnings)
     except ImageRejected as exc:
-        return CardDraft(profile, picture_error=exc)
+        return CardDraft(profile, picture_error=exc, warnings=warnings)
 
 
 def export_card(db: Engine, actor: Actor, character_id: int) -> bytes:
@@ -167,9 +170,10 @@ def export_card(db: Engine, actor: Actor, character_id: int) -> bytes:
 
 
 def _checked(values: dict[str, Any]) -> dict[str, Any]:
-    """The values validated against the profile definition; a bad one is refused by name."""
+    """The values validated against the profile definition (a bad one is refused by name), their text
+    made safe for every database (no NUL characters, no lone surrogates, no NaN)."""
     try:
-        return Profile.model_validate(values).model_dump()
+        return clean(Profile.model_validate(values).model_dump())
     except ValidationError as exc:
         location = exc.errors()[0]["loc"]
         name = str(location[0]) if location else "?"

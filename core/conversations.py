@@ -16,10 +16,10 @@ from core.characters import character_prefix
 from core.errors import Refused
 from core.prompts import fill_placeholders
 from core.sampling import InvalidSampler, SamplerSettings
+from core.text import clean_text
 from core.users import Actor
 from storage import conversations as convs
 from storage.conversations import RecentConversation
-from storage.db import session_scope
 from storage.tables import Conversation, MessageStatus, Role
 
 
@@ -43,7 +43,7 @@ def get(db: Engine, actor: Actor, conversation_id: int | None) -> Conversation:
 
 def start(db: Engine, actor: Actor, character_id: int, title: str = "") -> Conversation:
     """A new conversation, with the saved greeting already in it if the character has one."""
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         character = access.character(session, actor, character_id)
         conversation = convs.create_conversation(session, character.id, title, owner_id=actor.id)
         greetings = [g for g in [character.first_mes, *character.alternate_greetings] if g and g.strip()]
@@ -62,14 +62,14 @@ def start(db: Engine, actor: Actor, character_id: int, title: str = "") -> Conve
 
 
 def rename(db: Engine, actor: Actor, conversation_id: int, title: str) -> None:
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         access.conversation(session, actor, conversation_id, write=True)
-        convs.rename_conversation(session, conversation_id, title)
+        convs.rename_conversation(session, conversation_id, clean_text(title)[:200])
 
 
 def delete(db: Engine, actor: Actor, conversation_id: int) -> None:
     """Delete the conversation with its messages and attachments."""
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         access.conversation(session, actor, conversation_id, write=True)
         convs.delete_conversation(session, conversation_id)
 
@@ -87,7 +87,7 @@ def save_sampler(
 ) -> None:
     """Save the reply settings. With a backend that knows its context, a longest reply that leaves no
     room for this character is refused (it would make every reply fail), saying how long one can be."""
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         conversation = access.conversation(session, actor, conversation_id, write=True)
         if backend is not None and (limit := backend.context_limit()) is not None:
             character = access.character(session, actor, conversation.character_id)

@@ -40,3 +40,12 @@ class Refused(UserError):
     """A request that would leave the data in a state the app does not allow (e.g. no main sheet)."""
 
     namespace = "refused"
+
+
+class StorageFull(UserError):
+    """No room left on the disk that holds the data: nothing of this change was stored."""
+
+    namespace = "storage"
+
+    def __init__(self) -> None:
+        super().__init__("full")

@@ -313,6 +313,41 @@ STRINGS: dict[str, dict[str, str]] = {
         "zh": "你的账号（{email}）没有经过验证的邮箱，而此服务器需要它才能让你进入。"
         "请在身份提供方处验证邮箱，或换一个账号登录。",
     },
+    # The database at start-up: said before anything touches the file.
+    "database.not_sqlite": {
+        "en": "The database file {where} is not a SQLite database, so RefSheet Chat left it alone. Move it "
+        "elsewhere (or set REFSHEET_DATA_DIR or DATABASE_URL to another place) and start the app again.",
+        "zh": "数据库文件 {where} 不是 SQLite 数据库，RefSheet Chat 没有改动它。请把它移到别处（或将 REFSHEET_DATA_DIR "
+        "或 DATABASE_URL 设为其他位置），然后重新启动应用。",
+    },
+    "database.damaged": {
+        "en": "The database file {where} is damaged and cannot be read ({detail}); it was not changed. Restore "
+        "it from a backup, or move it aside to start with an empty library.",
+        "zh": "数据库文件 {where} 已损坏，无法读取（{detail}）；它没有被改动。"
+        "请从备份恢复，或把它移开以使用空的角色库。",
+    },
+    "database.foreign": {
+        "en": "The database {where} belongs to another program (it holds tables such as {detail}), so RefSheet "
+        "Chat did not touch it. Point REFSHEET_DATA_DIR or DATABASE_URL at a database of its own.",
+        "zh": "数据库 {where} 属于其他程序（其中有 {detail} 等表），RefSheet Chat 没有改动它。"
+        "请将 REFSHEET_DATA_DIR 或 DATABASE_URL 指向它自己的数据库。",
+    },
+    "database.newer": {
+        "en": "The database {where} was made by a newer version of RefSheet Chat (schema {detail}). Update the "
+        "app; the database was not changed.",
+        "zh": "数据库 {where} 由更新版本的 RefSheet Chat 创建（结构版本 {detail}）。请更新应用；数据库没有被改动。",
+    },
+    "database.unreachable": {
+        "en": "The database at {where} cannot be reached ({detail}). Check DATABASE_URL and that the database "
+        "server is running.",
+        "zh": "无法连接位于 {where} 的数据库（{detail}）。请检查 DATABASE_URL，并确认数据库服务器正在运行。",
+    },
+    "storage.full": {
+        "en": "The disk that holds RefSheet Chat's data is full, so this was not saved. Everything saved "
+        "before is intact. Free some space (or move REFSHEET_DATA_DIR to a larger disk) and try again.",
+        "zh": "存放 RefSheet Chat 数据的磁盘已满，因此这次操作没有保存。之前保存的内容完好无损。"
+        "请释放一些空间（或把 REFSHEET_DATA_DIR 移到更大的磁盘）后重试。",
+    },
     # Shared.
     "ui.language": {"en": "Language", "zh": "界面语言"},
     "common.cancel": {"en": "Cancel", "zh": "取消"},
@@ -480,6 +515,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "chat.previous": {"en": "Previous alternative", "zh": "上一个版本"},
     "chat.next": {"en": "Next alternative", "zh": "下一个版本"},
     "chat.regenerate": {"en": "Regenerate", "zh": "重新生成"},
+    "chat.continue": {"en": "Continue", "zh": "继续写"},
     "chat.edit": {"en": "Edit", "zh": "编辑"},
     "chat.edit_label": {"en": "Your message", "zh": "你的消息"},
     "chat.resend": {"en": "Save and resend", "zh": "保存并重新发送"},
@@ -537,6 +573,47 @@ STRINGS: dict[str, dict[str, str]] = {
     "card.no_card": {
         "en": "“{name}” is a picture without character card data. Upload it as a reference sheet instead.",
         "zh": "“{name}” 是一张没有角色卡数据的图片。请把它作为设定图上传。",
+    },
+    "card.too_large": {
+        "en": "The character card in “{name}” is far larger than any card (over 16 MB of text); it was not read.",
+        "zh": "“{name}” 中的角色卡远大于正常的角色卡（文本超过 16 MB），未读取。",
+    },
+    "card.too_deep": {
+        "en": "The character card in “{name}” nests its data too deeply to be a real card; it was not read.",
+        "zh": "“{name}” 中的角色卡数据嵌套过深，不像是真正的角色卡，未读取。",
+    },
+    "card.warning.made_text": {
+        "en": "The card's “{field}” was a number; it is kept as text.",
+        "zh": "角色卡的 “{field}” 是数字，已作为文本保留。",
+    },
+    "card.warning.cut": {
+        "en": "The card's “{field}” was longer than {limit} characters; the rest was left out.",
+        "zh": "角色卡的 “{field}” 超过 {limit} 个字符，其余部分已略去。",
+    },
+    "card.warning.left_out": {
+        "en": "The card's “{field}” was not of a kind a card carries there; it was left out.",
+        "zh": "角色卡的 “{field}” 的类型不正确，已略去。",
+    },
+    "card.warning.split": {
+        "en": "The card's “{field}” was one text; it was split at the commas.",
+        "zh": "角色卡的 “{field}” 是一段文本，已按逗号拆分。",
+    },
+    "card.warning.one_item": {
+        "en": "The card's “{field}” was one text instead of a list; it is kept as one item.",
+        "zh": "角色卡的 “{field}” 是一段文本而非列表，已作为一项保留。",
+    },
+    "card.warning.some_left_out": {
+        "en": "{count} items of the card's “{field}” were not text; they were left out.",
+        "zh": "角色卡 “{field}” 中有 {count} 项不是文本，已略去。",
+    },
+    "card.warning.book_list": {
+        "en": "The card's character book was a bare list of entries; it was read as a book.",
+        "zh": "角色卡的角色知识书只是条目列表，已按知识书读取。",
+    },
+    "card.warning.book_entries": {
+        "en": "{count} entries of the card's character book have no keys or no content; the character will not "
+        "use them.",
+        "zh": "角色卡的角色知识书中有 {count} 条没有关键词或内容，角色不会使用它们。",
     },
     "card.unreadable": {
         "en": "The character card in “{name}” is damaged and cannot be read.",

@@ -202,8 +202,11 @@ class RemoteBackend:
         state["estimate"] = self._estimate(messages)
         state["messages"] = messages
         events: queue.Queue[Any] = queue.Queue()
-        reader = _Reader(self, self._body(messages, images, request.sampler), self.sampler_extras(request.sampler),
-                         events)  # fmt: skip
+        extras = self.sampler_extras(request.sampler)
+        if request.continuation and extras is not None and self._sampler_extras:
+            extras |= {"continue_final_message": True, "add_generation_prompt": False}
+        body = self._body(messages, images, request.sampler, request.continuation)
+        reader = _Reader(self, body, extras, events)
         reader.start()
         try:
             while True:
@@ -273,8 +276,14 @@ class RemoteBackend:
             self._learn(stats.prompt_tokens, messages)
 
     def _body(
-        self, messages: list[dict[str, Any]], images: list[PromptImage], sampler: SamplerSettings
+        self,
+        messages: list[dict[str, Any]],
+        images: list[PromptImage],
+        sampler: SamplerSettings,
+        continuation: str = "",
     ) -> dict[str, Any]:
+        """The request. A `continuation` goes last as the model's own unfinished turn; vLLM carries it on
+        when asked (`continue_final_message`, sent with the sampler extras), llama.cpp by itself."""
         queued = iter(images)
         converted = []
         for message in messages:
@@ -291,7 +300,7 @@ class RemoteBackend:
             converted.append({"role": message["role"], "content": content})
         body: dict[str, Any] = {
             "model": self.settings.api_model,
-            "messages": converted,
+            "messages": converted + ([{"role": "assistant", "content": continuation}] if continuation else []),
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": sampler.max_new_tokens,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
+import unicodedata
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,9 +67,19 @@ class PreparedImage:
     mime_type: str = STORED_MIME
 
 
+def safe_name(name: str, limit: int = 120) -> str:
+    """An upload's name as it may be stored and shown: the last path part only (no `../`), without
+    control or format characters (no terminal escapes, no bidi tricks), at most `limit` characters."""
+    last = re.split(r"[\\/]", name or "")[-1]
+    cleaned = "".join(ch for ch in last if unicodedata.category(ch) not in ("Cc", "Cf", "Cs")).strip()
+    cleaned = cleaned.lstrip(".") or "image"
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
 def prepare_image(data: bytes, name: str = "", limits: ImageLimits | None = None) -> PreparedImage:
     """Validate `data` as an image and normalize it, or raise `ImageRejected`."""
     limits = limits or ImageLimits()
+    name = safe_name(name) if name else ""
     if not data:
         raise ImageRejected("empty", name)
     if len(data) > limits.max_bytes:

@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,15 +30,15 @@ from core.errors import NotFound, UserError
 from core.i18n import Text
 from core.prompts import PromptImage, Turn
 from core.sheets import PreparedImage
+from core.text import clean_text
 from core.users import Actor
 from storage import conversations as convs
-from storage.db import session_scope
 from storage.tables import Message, MessageStatus, Role
 
 FLUSH_SECONDS = 1.0
 FLUSH_CHUNKS = 16
-CLAIM_SECONDS = 5.0  # a writer renews its claim on the reply row at least this often…
-CLAIM_LEASE = timedelta(seconds=30)  # …and a claim not renewed for this long was a writer that died
+CLAIM_SECONDS = 3.0  # a writer renews its claim on the reply row at least this often…
+CLAIM_LEASE = timedelta(seconds=12)  # …and a claim not renewed for this long was a writer that died
 TITLE_LENGTH = 48
 
 
@@ -161,9 +161,10 @@ def send(db: Engine, actor: Actor, conversation_id: int, text: str, images: Sequ
     """Store the user's message with its images (already validated); returns its turn.
 
     A conversation without a title takes the first line of its first message."""
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         conversation = access.conversation(session, actor, conversation_id, write=True)
         ids = [convs.add_attachment(session, conversation_id, image).id for image in images]
+        text = clean_text(text)
         message = convs.append_message(session, conversation_id, Role.USER, text, attachment_ids=ids)
         if not conversation.title and text.strip():
             first_line = text.strip().splitlines()[0]
@@ -174,25 +175,25 @@ def send(db: Engine, actor: Actor, conversation_id: int, text: str, images: Sequ
 
 def edit(db: Engine, actor: Actor, conversation_id: int, turn: int, text: str) -> None:
     """Change a message and drop everything after it: the story continues from the new words."""
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         access.conversation(session, actor, conversation_id, write=True)
         chosen = next((m for m in convs.variants(session, conversation_id, turn) if m.chosen), None)
         if chosen is None:
             raise NotFound("message", id=turn)
-        convs.update_message(session, chosen.id, text=text)
+        convs.update_message(session, chosen.id, text=clean_text(text))
         convs.delete_after(session, conversation_id, turn)
 
 
 def delete(db: Engine, actor: Actor, conversation_id: int, turn: int) -> None:
     """Delete one message with all its alternatives."""
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         access.conversation(session, actor, conversation_id, write=True)
         convs.delete_turn(session, conversation_id, turn)
 
 
 def choose(db: Engine, actor: Actor, conversation_id: int, turn: int, variant: int) -> None:
     """Make one alternative the reply the story continues from."""
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         access.conversation(session, actor, conversation_id, write=True)
         try:
             convs.choose_variant(session, conversation_id, turn, variant)
@@ -208,14 +209,18 @@ def reply(
     conversation_id: int,
     *,
     regenerate_turn: int | None = None,
+    continue_turn: int | None = None,
     stop: threading.Event | None = None,
     on_progress: OnProgress | None = None,
 ) -> ReplyRun:
-    """Start the character's reply: a new turn, or a new alternative of `regenerate_turn`.
+    """Start the character's reply: a new turn, a new alternative of `regenerate_turn`, or more of the
+    unfinished reply of `continue_turn` (cut off by Stop or a server that died), from its last word.
 
-    The reply row exists (writing, empty) when this returns; iterate the result to stream the text.
+    The reply row exists (writing) when this returns; iterate the result to stream the text.
     `on_progress` hears what the reply waits for (the queue, pictures, thinking), on this thread."""
-    with session_scope(db) as session:
+    if continue_turn is not None:
+        return _continue(db, actor, backend, conversation_id, continue_turn, stop, on_progress)
+    with access.writing(db) as session:
         request = _request(session, actor, conversation_id, regenerate_turn)
         if regenerate_turn is None:
             row = convs.append_message(session, conversation_id, Role.ASSISTANT, "", status=MessageStatus.WRITING)
@@ -226,6 +231,27 @@ def reply(
                 raise NotFound("message", id=regenerate_turn) from exc
         message_id, turn = row.id, row.turn
     return ReplyRun(db, message_id, turn, lambda progress: backend.stream(request, stop, progress), on_progress)
+
+
+def _continue(
+    db: Engine,
+    actor: Actor,
+    backend: Replier,
+    conversation_id: int,
+    turn: int,
+    stop: threading.Event | None,
+    on_progress: OnProgress | None,
+) -> ReplyRun:
+    with access.writing(db) as session:
+        access.conversation(session, actor, conversation_id, write=True)
+        row = next((m for m in convs.variants(session, conversation_id, turn) if m.chosen), None)
+        if row is None or row.role != Role.ASSISTANT:
+            raise NotFound("message", id=turn)
+        request = replace(_request(session, actor, conversation_id, turn), continuation=row.text)
+        convs.update_message(session, row.id, status=MessageStatus.WRITING, error="")
+        message_id, text = row.id, row.text
+    start = lambda progress: backend.stream(request, stop, progress)  # noqa: E731
+    return ReplyRun(db, message_id, turn, start, on_progress, so_far=text)
 
 
 class ReplyRun:
@@ -243,10 +269,12 @@ class ReplyRun:
         turn: int,
         start: Callable[[OnProgress], ReplyStream],
         on_progress: OnProgress | None = None,
+        so_far: str = "",
     ) -> None:
         self.db, self.message_id, self.turn = db, message_id, turn
         self._on_progress = on_progress
-        self._text: list[str] = []
+        self._so_far = so_far
+        self._text: list[str] = [so_far] if so_far else []  # a continued reply keeps what it had
         self._claimed = time.monotonic()
         self.stream = start(self._progress)
         self._chunks = self._save_as_it_streams()
@@ -260,6 +288,11 @@ class ReplyRun:
     @property
     def stats(self) -> GenerationStats:
         return self.stream.stats
+
+    @property
+    def so_far(self) -> str:
+        """The text the reply had before this run (a continued reply's start), empty for a new one."""
+        return self._so_far
 
     def __iter__(self) -> Iterator[str]:
         return self._chunks
@@ -299,7 +332,7 @@ class ReplyRun:
     def _save(self, text: str, status: str, error: str) -> None:
         self._claimed = time.monotonic()
         try:
-            with session_scope(self.db) as session:
+            with access.writing(self.db) as session:
                 convs.update_message(
                     session, self.message_id, text=text, status=status, error=error, stats=self.stats.to_dict()
                 )

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from core import access
 from core.errors import NotFound, Refused, UserError
 from core.settings import Settings
 from storage import users
-from storage.db import session_scope
 from storage.tables import LOCAL_USER_ID, User
 
 
@@ -89,7 +89,7 @@ class Policy:
 def sign_in(db: Engine, identity: Identity, policy: Policy) -> Actor:
     """The actor for someone the provider vouches for: recorded on first sign-in, seen again after."""
     policy.check(identity)
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         user = users.signed_in(session, identity.issuer, identity.subject, identity.email, identity.name)
         return Actor(user.id, user.name or user.email, user.email, policy.is_admin(identity))
 
@@ -111,7 +111,7 @@ def local_library(db: Engine, actor: Actor) -> tuple[int, int]:
 def hand_over_local_library(db: Engine, actor: Actor, to_user_id: int) -> tuple[int, int]:
     """Give everything made before sign-in was turned on to one person; returns how many of each."""
     _require_admin(actor)
-    with session_scope(db) as session:
+    with access.writing(db) as session:
         if to_user_id == LOCAL_USER_ID or users.get_user(session, to_user_id) is None:
             raise NotFound("user", id=to_user_id)
         return users.hand_over(session, LOCAL_USER_ID, to_user_id)

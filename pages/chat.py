@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core import characters, conversations, turns
-from core.errors import NotFound
+from core.errors import NotFound, UserError
 from core.sheets import UPLOAD_EXTENSIONS
 from ui import resources
 from ui.chat import (
@@ -17,7 +17,7 @@ from ui.chat import (
     stream_reply,
     take_plan,
 )
-from ui.language import tr
+from ui.language import say, tr
 from ui.markdown import inert
 from ui.widgets import (
     ask_to_confirm,
@@ -153,8 +153,8 @@ with area:
     st.caption(inert(conversation.title) or tr("chat.untitled"))
     show_error()
     for b in story:
-        if plan is not None and plan.regenerate_turn is not None and b.turn >= plan.regenerate_turn:
-            break  # the alternative being written replaces it on screen
+        if plan is not None and plan.replaces is not None and b.turn >= plan.replaces:
+            break  # the reply being written takes its place on screen
         bubble(b, conversation_id, avatar, last_reply=b.turn == last_reply)
     if rejected := st.session_state.pop("rejected_draft", None):
         st.warning(tr("chat.not_sent", text=rejected["text"]) if rejected["text"] else tr("chat.not_sent_empty"))
@@ -178,7 +178,11 @@ with area:
         if errors:  # nothing is stored; the text is shown back so it is not lost
             st.session_state.rejected_draft = {"text": prompt.text, "errors": errors}
             st.rerun()
-        turns.send(db, actor, conversation_id, prompt.text, images)
+        try:
+            turns.send(db, actor, conversation_id, prompt.text, images)
+        except UserError as problem:  # nothing was stored (a full disk, say): the text comes back with why
+            st.session_state.rejected_draft = {"text": prompt.text, "errors": [say(problem)]}
+            st.rerun()
         with st.chat_message("user"):
             for image in images:
                 st.image(image.thumbnail, width=160)

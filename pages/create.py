@@ -56,6 +56,8 @@ if card_file is not None:
             for name in BASICS + MORE:
                 st.session_state[f"{name}_{form}"] = shown_value(name, card_profile.get(name))
         st.success(tr("create.card_loaded", name=inert(card_profile["name"])), icon=":material/badge:")
+        for warning in draft.warnings:
+            st.warning(say(warning), icon=":material/badge:")
         card_sheet = [draft.picture] if draft.picture else []
         if draft.picture_error:
             st.error(say(draft.picture_error), icon=":material/broken_image:")

@@ -8,6 +8,7 @@ Any other SQLAlchemy URL (PostgreSQL, say) is used as it is.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine
 
 from storage.tables import utcnow
@@ -24,6 +26,88 @@ from storage.tables import utcnow
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 Row = TypeVar("Row")
 BUSY_TIMEOUT_MS = 30_000
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class DatabaseProblem(Exception):
+    """The configured database cannot be used as it is. `code`: not_sqlite, damaged, foreign (another
+    program's tables), newer (made by a later version of the app), unreachable; `where`: the file or
+    the URL without its password. Found before anything is written, so the database is left as it was."""
+
+    def __init__(self, code: str, where: str, detail: str = "") -> None:
+        self.code, self.where, self.detail = code, where, detail
+        super().__init__(f"{code}: {where} {detail}".strip())
+
+
+def check_database(url: str, known_revisions: set[str]) -> None:
+    """Raise `DatabaseProblem` for a database this app must not touch; an empty or new one is fine."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_file(parsed.database or "", known_revisions)
+        return
+    where = parsed.render_as_string(hide_password=True)
+    probe = create_engine(url, pool_pre_ping=True)
+    try:
+        with probe.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            revision = _revision(conn) if "alembic_version" in tables else None
+    except DatabaseProblem:
+        raise
+    except Exception as exc:  # unreachable, refused, a wrong password: all said the same way
+        raise DatabaseProblem("unreachable", where, f"{type(exc).__name__}: {exc}"[:300]) from exc
+    finally:
+        probe.dispose()
+    _check_schema(tables, revision, known_revisions, where)
+
+
+def _check_sqlite_file(database: str, known_revisions: set[str]) -> None:
+    if not database or database == ":memory:":
+        return
+    path = Path(database).expanduser()
+    if not path.exists() or path.stat().st_size == 0:
+        return  # a new database: ours to create
+    with path.open("rb") as fh:
+        if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise DatabaseProblem("not_sqlite", str(path))
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)  # read-only: nothing changes
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            revision = None
+            if "alembic_version" in tables:
+                revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+                revision = revision[0] if revision else None
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseProblem("damaged", str(path), str(exc)) from exc
+    _check_schema(tables, revision, known_revisions, str(path))
+
+
+def _revision(conn: Any) -> str | None:
+    row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchone()
+    return row[0] if row else None
+
+
+def _check_schema(tables: set[str], revision: str | None, known: set[str], where: str) -> None:
+    ours = {"character", "conversation", "message"}
+    if not tables:
+        return
+    if "alembic_version" not in tables or not (tables & ours):
+        raise DatabaseProblem("foreign", where, ", ".join(sorted(tables))[:200])
+    if revision is not None and revision not in known:
+        raise DatabaseProblem("newer", where, revision)
+
+
+def known_revisions() -> set[str]:
+    """Every schema revision this version of the app knows."""
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}
 
 
 def make_engine(url: str) -> Engine:
@@ -75,15 +159,32 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+class StorageFull(Exception):
+    """The disk (or the database server's) has no room for a write; the write was rolled back whole."""
+
+
+_FULL = ("database or disk is full", "no space left on device", "disk full", "could not extend file")
+
+
+def _is_full(exc: BaseException) -> bool:
+    return (
+        any(words in str(exc).lower() for words in _FULL)
+        or getattr(getattr(exc, "orig", None), "sqlstate", "") == "53100"
+    )
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """One unit of work: commits on success, rolls back on any error, so nothing is half-stored."""
+    """One unit of work: commits on success, rolls back on any error, so nothing is half-stored.
+    A write that finds the disk full raises `StorageFull` (after the rollback)."""
     with Session(engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()
-        except BaseException:
+        except BaseException as exc:
             session.rollback()
+            if isinstance(exc, OperationalError) and _is_full(exc):
+                raise StorageFull(str(exc.orig)) from exc
             raise
 
 

@@ -100,3 +100,20 @@ def test_a_failure_is_recorded_on_the_row(engine, chat_engine, conversation) -> 
     assert row.status == MessageStatus.ERROR and reason.key == "chat.error.character_too_long"
     assert "模型的上下文上限" in reason.render("zh") and "调低最长回复" in reason.render("zh")
     assert "the model's context holds" in reason.render("en")
+
+
+def test_an_unfinished_reply_continues_from_its_last_word(engine, chat_engine, conversation) -> None:
+    stop = threading.Event()
+    message_id, chunks = _reply(engine, chat_engine, conversation, stop)
+    for i, _chunk in enumerate(chunks):
+        if i == 9:
+            stop.set()
+    cut = _row(engine, message_id)
+    assert cut.status == MessageStatus.PARTIAL and cut.text
+    conversations.save_sampler(engine, LOCAL_USER, conversation, SamplerSettings(temperature=0, max_new_tokens=30))
+    more = turns.reply(engine, LOCAL_USER, chat_engine, conversation, continue_turn=cut.turn)
+    assert more.so_far == cut.text
+    added = "".join(more)
+    row = _row(engine, message_id)  # the same message, not a new one or an alternative
+    assert row.text == cut.text + added and added and row.status == MessageStatus.COMPLETE
+    assert [b.text for b in turns.story(engine, LOCAL_USER, conversation)][-1] == row.text

@@ -180,3 +180,16 @@ def test_model_status_reports_cache_use(tiny_checkpoint) -> None:
     extra = line.params
     assert line.render("en").startswith("KV cache: 2 kept")
     assert extra["misses"] == 1 and extra["entries"] == 2 and extra["bytes"] > 0 and extra["limit_mb"] == "64"
+
+
+def test_continuing_a_cut_off_reply_matches_a_cold_start(cached, plain, prefix) -> None:
+    greeting, _ = reply(cached, prefix, [])
+    history = [Turn("assistant", greeting), Turn("user", "Who are you?")]
+    answer, _ = reply(cached, prefix, history)
+    cut = answer[: len(answer) // 2]
+    request = ReplyRequest(prefix, tuple(history), GREEDY, "conversation:1", continuation=cut)
+    warm, cold = cached.stream(request), plain.stream(request)
+    assert "".join(warm) == "".join(cold)
+    fresh = plain.stream(replace(request, continuation=""))
+    "".join(fresh)
+    assert warm.stats.prompt_tokens == cold.stats.prompt_tokens > fresh.stats.prompt_tokens  # the cut text is read

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.sheets import ImageLimits, check_uploads, decode, prepare_image
+from core.sheets import ImageLimits, ImageRejected, check_uploads, decode, prepare_image
 from tests.conftest import encode
 
 
@@ -101,3 +101,24 @@ def test_bad_uploads_get_a_clear_message(neutral_png: bytes, make, code: str, wo
     assert rejected.code == code
     assert words in str(rejected) and "bad.png" in str(rejected)
     assert rejected.message("zh") != str(rejected)  # translated for the Chinese UI
+
+
+def test_upload_names_are_stored_harmlessly() -> None:
+    png = encode(Image.new("RGB", (8, 8), "white"), "PNG")
+    names = {
+        "../../etc/passwd.png": "passwd.png",
+        "..\\..\\windows\\win.png": "win.png",
+        "red\x00\x1b[31mred.png": "red[31mred.png",  # no NUL, no terminal escape
+        "\u202egnp.exe": "gnp.exe",  # no right-to-left override
+        ".hidden.png": "hidden.png",
+    }
+    for raw, stored in names.items():
+        assert prepare_image(png, raw).original_name == stored
+    assert len(prepare_image(png, "x" * 500 + ".png").original_name) == 120
+
+
+def test_an_svg_is_refused_by_name() -> None:
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script></svg>'
+    with pytest.raises(ImageRejected) as info:
+        prepare_image(svg, "../../evil.svg")
+    assert info.value.code == "not_image" and "“evil.svg” is not an image" in str(info.value)

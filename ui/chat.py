@@ -14,7 +14,7 @@ import streamlit as st
 
 from core import conversations, turns
 from core.backend import Backend, BackendError, BackendStatus
-from core.errors import NotFound, UserError
+from core.errors import NotFound, StorageFull, UserError
 from core.sampling import InvalidSampler, SamplerSettings
 from core.turns import Bubble
 from storage.tables import Conversation
@@ -27,10 +27,17 @@ LIVE_REFRESH_SECONDS = 2  # how often a reply another viewer is writing is re-re
 
 @dataclass(frozen=True)
 class ReplyPlan:
-    """A reply to write in `conversation_id`: the next turn, or a new alternative of `regenerate_turn`."""
+    """A reply to write in `conversation_id`: the next turn, a new alternative of `regenerate_turn`, or
+    more of the unfinished reply of `continue_turn`."""
 
     conversation_id: int
     regenerate_turn: int | None = None
+    continue_turn: int | None = None
+
+    @property
+    def replaces(self) -> int | None:
+        """The turn whose bubble the reply being written takes the place of, if any."""
+        return self.regenerate_turn if self.regenerate_turn is not None else self.continue_turn
 
 
 def plan_reply(plan: ReplyPlan) -> None:
@@ -84,6 +91,9 @@ def bubble(b: Bubble, conversation_id: int, avatar: bytes | None, *, last_reply:
         with st.container(horizontal=True, gap="small"):
             if not b.is_user and b.variants > 1:
                 _pager(b, conversation_id)
+            if not b.is_user and last_reply and b.unfinished:
+                st.button(tr("chat.continue"), key=f"continue_{b.turn}", icon=":material/play_arrow:", type="tertiary",
+                          on_click=plan_reply, args=(ReplyPlan(conversation_id, continue_turn=b.turn),))  # fmt: skip
             if not b.is_user and last_reply:
                 st.button(tr("chat.regenerate"), key=f"regen_{b.turn}", icon=":material/refresh:", type="tertiary",
                           on_click=plan_reply, args=(ReplyPlan(conversation_id, b.turn),))  # fmt: skip
@@ -134,7 +144,7 @@ def stats_caption(s: dict) -> None:
         parts.append(tr("chat.stats.waited", seconds=f"{s['queued_s']:.0f}"))
     if s.get("stopped"):
         parts.append(tr("chat.stats.stopped", count=s["new_tokens"]))
-    if s.get("new_tokens", 0) >= 2:  # one token has no speed, and its first-token time says little
+    if s.get("new_tokens", 0) >= 2 and s.get("tokens_per_s"):  # measured (not a reply cut off mid-way)
         parts.append(tr("chat.stats.speed", ttft=f"{s['ttft_s']:.2f}", tps=f"{s['tokens_per_s']:.1f}"))
     cached = s["prompt_tokens"] - s["prefilled_tokens"]
     parts.append(tr("chat.stats.prompt", prompt=s["prompt_tokens"], cached=cached))
@@ -226,12 +236,14 @@ def stream_reply(
 
         try:
             run = turns.reply(resources.db(), resources.actor(), backend, plan.conversation_id,
-                              regenerate_turn=plan.regenerate_turn, on_progress=progress)  # fmt: skip
+                              regenerate_turn=plan.regenerate_turn, continue_turn=plan.continue_turn,
+                              on_progress=progress)  # fmt: skip
         except UserError as exc:
             st.error(say(exc), icon=":material/error:")
             return
 
         def chunks() -> Iterator[str]:
+            yield run.so_far  # a continued reply shows what it had, then carries on
             for chunk in run:
                 if not writing[0]:
                     writing[0] = True
@@ -240,6 +252,9 @@ def stream_reply(
 
         try:
             st.write_stream(inert_stream(chunks()))
+        except StorageFull as problem:  # the reply could not be saved: say so here, the page shows the rest
+            st.error(say(problem), icon=":material/hard_drive:")
+            return
         except Exception:  # noqa: BLE001 - already saved on the message row; shown after the rerun
             pass
         finally:

@@ -12,10 +12,11 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from core.backend import Backend, make_backend
+from core.i18n import t, ui_language_for
 from core.settings import Settings, load_settings
 from core.sheets import ImageLimits
 from core.users import Actor
-from storage.db import make_engine, migrate
+from storage.db import DatabaseProblem, check_database, known_revisions, make_engine, migrate
 
 
 def settings() -> Settings:
@@ -25,14 +26,22 @@ def settings() -> Settings:
 
 @st.cache_resource(show_spinner=False)
 def _engine_for(database_url: str) -> Engine:
-    """The engine for `database_url`, migrated to the newest schema: created once per process."""
+    """The engine for `database_url`, migrated to the newest schema: created once per process.
+    A database that is not this app's, or is damaged, is refused before anything touches it."""
+    check_database(database_url, known_revisions())
     engine = make_engine(database_url)
     migrate(engine)
     return engine
 
 
 def db() -> Engine:
-    return _engine_for(settings().database_url)
+    """The database; if it cannot be used, the page says which and what to do, and goes no further."""
+    try:
+        return _engine_for(settings().database_url)
+    except DatabaseProblem as problem:
+        st.error(t(f"database.{problem.code}", lang_of_session(), where=problem.where, detail=problem.detail),
+                 icon=":material/database:")  # fmt: skip
+        st.stop()
 
 
 @st.cache_resource(show_spinner=False)
@@ -48,6 +57,11 @@ def backend() -> Backend:
     configuration = (s.backend, s.model_id, s.quantization, s.device, s.dtype, s.context_tokens, s.kv_cache_mb,
                      s.api_base, s.api_model, s.api_image_side, s.api_timeout, key_id)  # fmt: skip
     return _backend_for(s, configuration)
+
+
+def lang_of_session() -> str:
+    """The UI language, read without the language module (which needs a working page)."""
+    return st.session_state.get("ui_lang_choice") or ui_language_for(st.context.locale)
 
 
 def actor() -> Actor:

@@ -139,13 +139,18 @@ class ChatEngine:
 
     # -- encoding ---------------------------------------------------------------------------------
     def encode(
-        self, messages: list[dict[str, Any]], images: Sequence[PromptImage], prefix_ids: Sequence[int] = ()
+        self,
+        messages: list[dict[str, Any]],
+        images: Sequence[PromptImage],
+        prefix_ids: Sequence[int] = (),
+        continuation: str = "",
     ) -> Encoded:
-        """Tokenise messages exactly as the processor would, without re-processing cached images."""
+        """Tokenise messages exactly as the processor would, without re-processing cached images;
+        `continuation` is the model's reply so far, which it carries on from."""
 
         processor = self.handle.processor
         tok = processor.tokenizer
-        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + continuation
         text = text.replace(processor.boi_token, processor.full_image_sequence)
         ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         boi = [i for i, v in enumerate(ids[0].tolist()) if v == tok.boi_token_id]
@@ -180,7 +185,8 @@ class ChatEngine:
 
     def fit(self, request: ReplyRequest) -> tuple[list[dict[str, Any]], list[PromptImage], int]:
         """Messages that fit the context budget, dropping the oldest turns (never the prefix)."""
-        return fit(request, self.count_tokens, self.handle.context_limit)
+        carried = len(self.handle.tokenizer(request.continuation, add_special_tokens=False)["input_ids"])
+        return fit(request, self.count_tokens, self.handle.context_limit - carried)
 
     # -- generation -------------------------------------------------------------------------------
     def stream(
@@ -209,7 +215,8 @@ class ChatEngine:
             started = time.perf_counter()
             stats.queued_s = started - queued_at
             messages, images, stats.dropped_turns = self.fit(request)
-            encoded = self.encode(messages, images, self.token_ids([prefix_message(request.prefix)]))
+            prefix_ids = self.token_ids([prefix_message(request.prefix)])
+            encoded = self.encode(messages, images, prefix_ids, request.continuation)
             stats.prompt_tokens = len(encoded)
             streamer = TokenStreamer(self.handle.tokenizer, stats)
             failure: list[BaseException] = []
@@ -227,6 +234,8 @@ class ChatEngine:
                 for item in streamer.items(tick=0.5):
                     if isinstance(item, str):
                         if item:
+                            if not stats.ttft_s:  # known now, so a reply saved mid-way carries it too
+                                stats.ttft_s = time.perf_counter() - started
                             report.current = Text("progress.writing", {"tokens": stats.new_tokens})
                             yield item
                     else:
