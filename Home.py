@@ -7,8 +7,12 @@ This file is the router. The pages (Home, Create, Library, Chat) are listed in
 import streamlit as st
 
 from core.errors import UserError
+from ui import resources
 from ui.language import say
 from ui.navigation import navigation
+
+if resources.settings().preload:
+    resources.backend()  # REFSHEET_PRELOAD: the model starts loading at the first page view, whichever page
 
 try:
     navigation().run()

@@ -39,9 +39,10 @@ from bench.checkpoints import build_realistic, build_tiny
 from core import characters, conversations, turns
 from core.backend import ReplyRequest
 from core.gemma import model_thread
-from core.gemma.engine import ChatEngine
+from core.gemma.engine import ChatEngine, new_cache
 from core.gemma.kvcache import MB, KVStore
 from core.gemma.model import load_model
+from core.gemma.prefix_disk import PrefixDisk
 from core.profile import Profile
 from core.prompts import PromptImage, Turn, build_messages, character_prompt
 from core.sampling import SamplerSettings
@@ -152,6 +153,33 @@ def run_ours(engine: ChatEngine, prefix, sampler: SamplerSettings) -> tuple[list
     return rows, history
 
 
+def after_restart(handle, prefix, sampler: SamplerSettings) -> dict:
+    """The first reply of a new conversation in a process that has never seen the character: with no
+    saved prefix (the vision tower runs) and with the prefix a previous process saved on disk."""
+    request = ReplyRequest(prefix, (Turn("assistant", GREETING), Turn("user", QUESTIONS[0])), sampler, None)
+    with tempfile.TemporaryDirectory() as folder:
+
+        def process() -> ChatEngine:  # what a server process starts with: empty memory, this data folder
+            disk = PrefixDisk(Path(folder), 4096 * MB, handle.identity, lambda: new_cache(handle))
+            return ChatEngine(handle, KVStore(4096 * MB, disk, str(handle.model.device)))
+
+        before = process()
+        cold = before.stream(replace(request, conversation_key="bench:first"))
+        first_text = "".join(cold)
+        before.kv.flush()  # the snapshot is on disk
+        restarted = process()
+        warm = restarted.stream(replace(request, conversation_key="bench:after-restart"))
+        warm_text = "".join(warm)
+        saved_mb = sum(p.stat().st_size for p in Path(folder).iterdir()) / MB
+    assert warm.stats.cache == "saved" and restarted.pixels.misses == 0  # the vision tower did not run
+    row = {"cold_ttft_s": cold.stats.ttft_s, "restart_ttft_s": warm.stats.ttft_s, "cold_prefilled":
+           cold.stats.prefilled_tokens, "restart_prefilled": warm.stats.prefilled_tokens, "saved_mb": saved_mb,
+           "same_reply": first_text == warm_text}  # fmt: skip
+    print(f"restart: first reply {row['cold_ttft_s']:.3f} s cold, {row['restart_ttft_s']:.3f} s from the saved "
+          f"prefix", file=sys.stderr, flush=True)  # fmt: skip
+    return row
+
+
 def run_upstream(handle, prefix, history: list[Turn], sampler: SamplerSettings) -> tuple[list[dict], list[str]]:
     """The seed's loop: messages with the PIL image, processor, generate; nothing kept between turns."""
     processor, model = handle.processor, handle.model
@@ -260,6 +288,23 @@ def _mb(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.2f}"  # the tiny model weighs under a megabyte
 
 
+def restart_table(result: dict) -> str:
+    r, ours = result["restart"], result["ours"]
+    turn10 = ours[-1]["ttft_s"]
+    return "\n".join([
+        "| first token of… | s | tokens prefilled |", "|---|---:|---:|",
+        f"| turn 1 of a new conversation, nothing kept (the vision tower runs) | {r['cold_ttft_s']:.3f} "
+        f"| {r['cold_prefilled']} |",
+        f"| turn 1 of a new conversation after a restart, prefix saved on disk | {r['restart_ttft_s']:.3f} "
+        f"| {r['restart_prefilled']} |",
+        f"| turn 10 (conversation cache) | {turn10:.3f} | {ours[-1]['prefilled']} |",
+        "",
+        f"After a restart the first reply starts {r['cold_ttft_s'] / r['restart_ttft_s']:.0f}× sooner than cold, "
+        f"{r['restart_ttft_s'] / turn10:.1f}× the turn-10 time; the saved prefix is {r['saved_mb']:.0f} MB on disk; "
+        f"same reply as the cold start: {'yes' if r['same_reply'] else 'no'}.",
+    ])  # fmt: skip
+
+
 def markdown(result: dict) -> str:
     out = [f"### {result['model']} on {result['hardware']}", "",
            f"10-turn conversation, one {result['sheet_px']}×{result['sheet_px']} sheet, greedy, "
@@ -280,6 +325,7 @@ def markdown(result: dict) -> str:
             f"| raw `model.generate` | {d['raw_tps']:.1f} |",
             f"| our streaming pipeline (streamer, queue, stop check, SQLite saves) | {d['pipeline_tps']:.1f} |",
             f"| pipeline / raw | {d['ratio'] * 100:.1f} % |", ""]  # fmt: skip
+    out += [restart_table(result), ""]
     if result.get("footprints"):
         out += ["| weights | footprint MB | load s | warm TTFT s | decode tokens/s |", "|---|---:|---:|---:|---:|"]
         out += [
@@ -299,6 +345,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--skip-footprints", action="store_true")
+    parser.add_argument("--restart-only", action="store_true", help="our 10 turns and the restart rows only")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "turns.json")
     args = parser.parse_args()
 
@@ -317,9 +364,14 @@ def main() -> None:
     sampler = SamplerSettings(temperature=0, max_new_tokens=args.new_tokens)
 
     ours, history = run_ours(ChatEngine(handle, KVStore(4096 * MB)), prefix, sampler)
+    restart = after_restart(handle, prefix, sampler)
+    if args.restart_only:
+        print(restart_table({"ours": ours, "restart": restart}))
+        return
     upstream, replies = model_thread.run(run_upstream, handle, prefix, history, sampler)
     ours_replies = [t.text for t in history if t.role == "assistant"][1:]
     result = {
+        "restart": restart,
         "model": label, "sheet_px": 896, "new_tokens": args.new_tokens, "dtype": args.dtype,
         "hardware": f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} CPU threads, "
                     f"{psutil.virtual_memory().total / 2**30:.0f} GiB"

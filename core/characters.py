@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from core import access
+from core.backend import Backend
 from core.cards import import_card, read_card, write_card_png
 from core.errors import Refused
 from core.i18n import Text
@@ -26,19 +27,29 @@ from core.sheets import ImageLimits, ImageRejected, PreparedImage, prepare_image
 from core.text import clean
 from core.users import Actor
 from storage import characters as chars
+from storage.images import Picture
 from storage.tables import Character, SheetImage
 
 
-def summaries(db: Engine, actor: Actor, query: str = "") -> list[chars.CharacterSummary]:
+def summaries(
+    db: Engine, actor: Actor, query: str = "", *, limit: int | None = None, offset: int = 0
+) -> list[chars.CharacterSummary]:
     """Library cards the actor may see (their own, the shared ones, all for an admin), most recent
-    activity first, filtered by name and notes (no full images)."""
+    activity first, filtered by name and notes; `limit`/`offset` give one page (no full images)."""
     with Session(db) as session:
-        return chars.list_characters(session, query, viewer_id=actor.id, everyone=actor.is_admin)
+        return chars.list_characters(session, query, actor.id, actor.is_admin, limit, offset)
 
 
-def count(db: Engine, actor: Actor) -> int:
+def count(db: Engine, actor: Actor, query: str = "") -> int:
+    """How many characters the actor sees (that match `query`): the library's page count."""
     with Session(db) as session:
-        return chars.count_characters(session, None if actor.is_admin else actor.id)
+        return chars.count_characters(session, actor.id, query, everyone=actor.is_admin)
+
+
+def names(db: Engine, actor: Actor) -> dict[int, str]:
+    """Every character the actor sees, id to name, most recent activity first: a picker's options."""
+    with Session(db) as session:
+        return chars.character_names(session, actor.id, everyone=actor.is_admin)
 
 
 def get(db: Engine, actor: Actor, character_id: int | None) -> Character:
@@ -89,11 +100,11 @@ def images(db: Engine, actor: Actor, character_id: int) -> list[SheetImage]:
     """The character's images as thumbnails (no full blobs), main sheet first."""
     with Session(db) as session:
         access.character(session, actor, character_id)
-        return chars.get_thumbnails(session, character_id)
+        return chars.get_images(session, character_id)
 
 
-def main_sheet(db: Engine, actor: Actor, character_id: int) -> SheetImage:
-    """The main sheet at full size, for showing it."""
+def main_sheet(db: Engine, actor: Actor, character_id: int) -> Picture[SheetImage]:
+    """The main sheet's row (thumbnail, names) with its full picture, for showing it."""
     with Session(db) as session:
         access.character(session, actor, character_id)
         sheet = chars.get_main_image(session, character_id)
@@ -112,7 +123,7 @@ def remove_image(db: Engine, actor: Actor, character_id: int, image_id: int) -> 
     """Remove one image; the next becomes the main sheet if the main one goes. The last one stays."""
     with access.writing(db) as session:
         access.sheet(session, actor, character_id, image_id, write=True)
-        if len(chars.get_thumbnails(session, character_id)) == 1:
+        if len(chars.get_images(session, character_id)) == 1:
             raise Refused("last_image")
         chars.remove_image(session, image_id)
 
@@ -123,6 +134,17 @@ def set_main_image(db: Engine, actor: Actor, character_id: int, image_id: int) -
         chars.set_main_image(session, character_id, image_id)
 
 
+def warm_up(db: Engine, actor: Actor, backend: Backend, character_id: int) -> None:
+    """After a character is made or changed: let a loaded model read its sheets now, in the
+    background, so the first reply starts warm (the backend decides whether and when)."""
+    if not backend.prepared:
+        return  # nothing loaded: a warm-up never loads the model
+    with Session(db) as session:
+        character = access.character(session, actor, character_id)
+        prefix = character_prefix(session, character, actor.user_name)
+    backend.warm(prefix, tag=f"character:{character_id}")
+
+
 def lore(character: Character) -> Lorebook:
     """The character book's usable entries, for showing what the character may draw on."""
     return Lorebook.from_card(character.character_book)
@@ -131,7 +153,7 @@ def lore(character: Character) -> Lorebook:
 def character_prefix(session: Session, character: Character, user_name: str = "you") -> CharacterPrompt:
     """The character as the model meets it: instruction, every reference image (main sheet first), lore;
     `user_name` is who the character talks to ({{user}} in its card)."""
-    sheets = [PromptImage(s.sha256, s.data) for s in chars.get_images(session, character.id)]
+    sheets = [PromptImage(row.sha256, data) for row, data in chars.sheets(session, character.id)]
     return character_prompt(profile_of(character), sheets, lore(character), user_name)
 
 

@@ -366,10 +366,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "zh": "模型 {source} 尚未加载；需要第一条回复时才会加载。",
     },
     "model.cache": {
-        "en": "KV cache: {entries} kept · reused {hits}× for a conversation and {prefix_hits}× for a character · "
-        "computed afresh {misses}× · {megabytes} MB of {limit_mb} MB",
-        "zh": "KV 缓存：保留 {entries} 个 · 对话复用 {hits} 次 · 角色复用 {prefix_hits} 次 · 重新计算 {misses} 次 · "
-        "已用 {megabytes} MB / {limit_mb} MB",
+        "en": "KV cache: {entries} kept · reused {hits}× for a conversation and {prefix_hits}× for a character "
+        "({disk_loads} read from disk) · computed afresh {misses}× · {megabytes} MB of {limit_mb} MB",
+        "zh": "KV 缓存：保留 {entries} 个 · 对话复用 {hits} 次 · 角色复用 {prefix_hits} 次"
+        "（其中从磁盘读取 {disk_loads} 次） · 重新计算 {misses} 次 · 已用 {megabytes} MB / {limit_mb} MB",
     },
     # Home.
     "home.title": {"en": "RefSheet Chat", "zh": "RefSheet Chat 角色设定图聊天"},
@@ -458,6 +458,13 @@ STRINGS: dict[str, dict[str, str]] = {
         "zh": "{language} · {count} 个对话 · {when}",
     },
     "library.chat": {"en": "Chat", "zh": "聊天"},
+    "chat.show_earlier": {"en": "Show earlier messages", "zh": "显示更早的消息"},
+    "library.page": {
+        "en": "Page {page} of {pages} · {count} characters",
+        "zh": "第 {page} / {pages} 页 · 共 {count} 个角色",
+    },
+    "library.previous": {"en": "Previous", "zh": "上一页"},
+    "library.next": {"en": "Next", "zh": "下一页"},
     "library.edit": {"en": "Edit", "zh": "编辑"},
     "library.duplicate": {"en": "Copy", "zh": "复制"},
     "library.copy_suffix": {"en": " (copy)", "zh": "（副本）"},

@@ -36,7 +36,7 @@ from core.backend import (
 )
 from core.context import fit
 from core.i18n import Text
-from core.prompts import PromptImage, build_messages
+from core.prompts import CharacterPrompt, PromptImage, build_messages
 from core.sampling import SamplerSettings
 from core.settings import Settings
 
@@ -136,6 +136,10 @@ class RemoteBackend:
     def context_limit(self) -> int | None:
         """REFSHEET_CONTEXT_TOKENS if set, else what the server reports (vLLM does), else unknown."""
         return self.settings.context_tokens or self._max_model_len
+
+    def warm(self, prefix: CharacterPrompt, tag: str = "") -> None:
+        """Nothing: a server's prefix cache is its own (llama.cpp keeps one prompt per slot, so a
+        warm-up request would push out the conversation it holds), and a request costs its tokens."""
 
     def count_tokens(self, request: ReplyRequest) -> int:
         return self._estimate(build_messages(request.prefix, request.history)[0])

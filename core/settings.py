@@ -45,6 +45,8 @@ class Settings:
     thumbnail_side: int = field(default=256, metadata={"env": "REFSHEET_THUMBNAIL_SIDE"})
     context_tokens: int = field(default=0, metadata={"env": "REFSHEET_CONTEXT_TOKENS"})
     kv_cache_mb: int = field(default=0, metadata={"env": "REFSHEET_KV_CACHE_MB"})
+    prefix_cache_mb: int = field(default=2048, metadata={"env": "REFSHEET_PREFIX_CACHE_MB"})
+    preload: bool = field(default=False, metadata={"env": "REFSHEET_PRELOAD"})
     offline: bool = field(default=False, metadata={"env": "HF_HUB_OFFLINE"})
     # The remote backend: any OpenAI-compatible server.
     api_base: str = field(default="", metadata={"env": "REFSHEET_API_BASE"})

@@ -101,12 +101,13 @@ def error_of(stored: str) -> Text | None:
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def story(db: Engine, actor: Actor, conversation_id: int) -> list[Bubble]:
-    """The conversation as shown: the chosen message of each turn, in order, with attachment thumbnails."""
+def story(db: Engine, actor: Actor, conversation_id: int, last: int | None = None) -> list[Bubble]:
+    """The conversation as shown: the chosen message of each turn, in order, with attachment
+    thumbnails; with `last`, only the latest `last` messages (what a page shows)."""
     with Session(db) as session:
         access.conversation(session, actor, conversation_id)
-        messages = convs.list_messages(session, conversation_id)
-        counts = convs.variant_counts(session, conversation_id)
+        messages = convs.list_messages(session, conversation_id, last)
+        counts = convs.variant_counts(session, conversation_id, messages[0].turn if messages else 0)
         return [_bubble(session, m, counts.get(m.turn, 1)) for m in messages]
 
 
@@ -146,7 +147,7 @@ def _request(session: Session, actor: Actor, conversation_id: int, before_turn: 
             break
         if m.status == MessageStatus.ERROR and not m.text:
             continue
-        images = tuple(PromptImage(a.sha256, a.data) for a in convs.get_attachments(session, m.attachment_ids))
+        images = tuple(PromptImage(a.sha256, data) for a, data in convs.attachment_pictures(session, m.attachment_ids))
         history.append(Turn(m.role, m.text, images))
     return ReplyRequest(
         prefix=character_prefix(session, character, actor.user_name),

@@ -30,6 +30,8 @@ from ui.widgets import (
     unique_labels,
 )
 
+WINDOW = 40  # messages shown at first, and added by each "Show earlier"
+
 page_setup()
 db, actor, backend = resources.db(), resources.actor(), resources.backend()
 
@@ -41,6 +43,10 @@ def query_int(name: str) -> int | None:
         return None
 
 
+def show_earlier(conversation_id: int, shown: int) -> None:
+    st.session_state[f"window_{conversation_id}"] = shown + WINDOW
+
+
 def show(character_id: int, conversation_id: int | None = None) -> None:
     """Point the URL (the source of truth for what is shown) at a character and conversation."""
     target = {"character": character_id} | ({"conversation": conversation_id} if conversation_id else {})
@@ -48,8 +54,8 @@ def show(character_id: int, conversation_id: int | None = None) -> None:
 
 
 # -- which character and conversation (deep links: ?character=…&conversation=…) ---------------------
-summaries = characters.summaries(db, actor)
-if not summaries:
+known = characters.names(db, actor)  # names only: a thousand characters cost no pictures here
+if not known:
     st.title(tr("chat.title"))
     st.info(tr("chat.no_characters"), icon=":material/person_off:")
     st.page_link("pages/create.py", label=tr("home.first.button"), icon=":material/add_photo_alternate:")
@@ -57,10 +63,10 @@ if not summaries:
 
 # Options are plain text (not Markdown) and each one distinct: a repeated name gets its number, or
 # the picker would map it back to the first character of that name.
-names = unique_labels({c.id: c.name or tr("common.unnamed") for c in summaries})
+names = unique_labels({i: name or tr("common.unnamed") for i, name in known.items()})
 character_id = query_int("character")
 if character_id not in names:
-    character_id = summaries[0].id
+    character_id = next(iter(names))
 st.session_state.character_pick = character_id  # the URL is the source of truth
 st.sidebar.selectbox(
     tr("chat.character"),
@@ -75,7 +81,7 @@ try:
     main_sheet = characters.main_sheet(db, actor, character_id)
     chats = conversations.for_character(db, actor, character_id)
 except NotFound:  # deleted in another tab since the list was read
-    show(summaries[0].id)
+    show(next(iter(names)))
     st.rerun()
 
 if not chats:  # "Chat" on a new character: open the first conversation straight away
@@ -87,7 +93,7 @@ if conversation_id not in [c.id for c in chats]:
     conversation_id = chats[0].id
 show(character_id, conversation_id)
 conversation = next(c for c in chats if c.id == conversation_id)
-avatar = main_sheet.thumbnail
+avatar = main_sheet.row.thumbnail
 
 
 def new_conversation() -> None:
@@ -143,7 +149,11 @@ show_status()
 
 # -- the conversation -------------------------------------------------------------------------------
 plan = take_plan(conversation_id)
-story = turns.story(db, actor, conversation_id)
+# The latest messages only, so a click costs the same in a long conversation; one more is read than
+# shown to know whether "Show earlier" has anything to show.
+window = st.session_state.get(f"window_{conversation_id}", WINDOW)
+story = turns.story(db, actor, conversation_id, last=window + 1)
+earlier, story = len(story) > window, story[-window:]
 failed = backend.status().state == "failed"
 last_reply = max((b.turn for b in story if not b.is_user), default=None)
 
@@ -152,6 +162,9 @@ with area:
     st.title(inert(character.name) or tr("common.unnamed"))
     st.caption(inert(conversation.title) or tr("chat.untitled"))
     show_error()
+    if earlier:
+        st.button(tr("chat.show_earlier"), icon=":material/expand_less:", on_click=show_earlier,
+                  args=(conversation_id, window))  # fmt: skip
     for b in story:
         if plan is not None and plan.replaces is not None and b.turn >= plan.replaces:
             break  # the reply being written takes its place on screen

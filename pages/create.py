@@ -18,7 +18,7 @@ BASICS = ("name", "notes", "language")
 MORE = tuple(name for name in EDITABLE if name not in BASICS)  # every other field a card can bring
 
 page_setup()
-db, actor = resources.db(), resources.actor()
+db, actor, backend = resources.db(), resources.actor(), resources.backend()
 st.title(tr("create.title"))
 
 if created := st.session_state.get("created_character"):
@@ -100,6 +100,7 @@ if st.button(tr("create.submit"), type="primary", icon=":material/person_add:"):
         except UserError as exc:
             st.error(say(exc), icon=":material/image:")
         else:
+            characters.warm_up(db, actor, backend, character.id)  # a loaded model reads the sheets now
             st.session_state.created_character = {"id": character.id, "name": character.name or tr("common.unnamed")}
             forget_uploads()
             st.rerun()

@@ -6,7 +6,7 @@ from core import characters, conversations
 from ui import resources
 from ui.language import tr
 from ui.markdown import inert
-from ui.widgets import backend_status, local_time, page_setup
+from ui.widgets import live_backend_status, local_time, page_setup
 
 page_setup()
 db, actor = resources.db(), resources.actor()
@@ -40,4 +40,4 @@ if recent:
         )
 
 st.subheader(tr("home.model"))
-backend_status(resources.backend().status())
+live_backend_status(resources.backend())

@@ -24,10 +24,11 @@ from ui.widgets import (
 )
 
 COLUMNS = 3
+PER_PAGE = 24  # eight rows of three
 NOTE_LENGTH = 90  # a line of the notes on each card: enough to tell same-named characters apart
 
 page_setup()
-db, actor = resources.db(), resources.actor()
+db, actor, backend = resources.db(), resources.actor(), resources.backend()
 st.title(tr("library.title"))
 
 
@@ -42,10 +43,13 @@ def delete_character(character_id: int, name: str, conversations: int) -> None:
     st.toast(tr("library.deleted", name=inert(name)), icon=":material/delete:")
 
 
-def act(action, *args) -> None:
-    """Run a change; a refusal (or a character or image gone in another tab) is said, not raised."""
+def act(action, *args, warm: int | None = None) -> None:
+    """Run a change; a refusal (or a character or image gone in another tab) is said, not raised.
+    `warm`: the character whose sheets changed, for a loaded model to read again in the background."""
     try:
         action(db, actor, *args)
+        if warm is not None:
+            characters.warm_up(db, actor, backend, warm)
     except UserError as exc:
         st.session_state.library_error = say(exc)
 
@@ -78,6 +82,7 @@ def editor(character_id: int) -> None:
         if st.form_submit_button(tr("common.save"), type="primary", icon=":material/save:"):
             try:
                 characters.update(db, actor, character_id, changes)
+                characters.warm_up(db, actor, backend, character_id)
             except UserError as exc:
                 st.error(say(exc), icon=":material/error:")
             else:
@@ -101,10 +106,12 @@ def editor(character_id: int) -> None:
             st.image(image.thumbnail, caption=tr("create.main_caption") if image.position == 0 else image.original_name)
             if image.position != 0:
                 st.button(tr("library.make_main"), key=f"main_{image.id}", icon=":material/star:",
-                          on_click=act, args=(characters.set_main_image, character_id, image.id))  # fmt: skip
+                          on_click=act, args=(characters.set_main_image, character_id, image.id),
+                          kwargs={"warm": character_id})  # fmt: skip
             if len(images) > 1:
                 st.button(tr("library.remove_image"), key=f"remove_{image.id}", icon=":material/close:",
-                          on_click=act, args=(characters.remove_image, character_id, image.id))  # fmt: skip
+                          on_click=act, args=(characters.remove_image, character_id, image.id),
+                          kwargs={"warm": character_id})  # fmt: skip
     round_ = st.session_state.get("add_round", 0)
     uploads = st.file_uploader(
         tr("library.add_images"),
@@ -117,7 +124,7 @@ def editor(character_id: int) -> None:
     for message in errors:
         st.error(message, icon=":material/broken_image:")
     if prepared and not errors and st.button(tr("library.add_button"), icon=":material/add_photo_alternate:"):
-        act(characters.add_images, character_id, prepared)
+        act(characters.add_images, character_id, prepared, warm=character_id)
         forget_uploads()
         st.session_state.add_round = round_ + 1
         st.rerun()
@@ -128,8 +135,17 @@ if (editing := st.session_state.get("editing")) is not None:
     st.stop()
 
 hand_over_panel(actor)
-query = st.text_input(tr("library.search"), placeholder=tr("library.search_placeholder"), key="library_query")
-summaries = characters.summaries(db, actor, query)
+query = st.text_input(
+    tr("library.search"),
+    placeholder=tr("library.search_placeholder"),
+    key="library_query",
+    on_change=lambda: st.session_state.pop("library_page", None),  # a new search starts at its first page
+)
+# One page at a time: a run reads PER_PAGE cards (and their thumbnails), however large the library.
+total = characters.count(db, actor, query)
+pages = max(1, -(-total // PER_PAGE))
+page = min(st.session_state.get("library_page", 0), pages - 1)
+summaries = characters.summaries(db, actor, query, limit=PER_PAGE, offset=page * PER_PAGE)
 
 if not summaries:
     st.info(tr("library.none_found") if query else tr("library.empty"), icon=":material/search_off:")
@@ -184,3 +200,16 @@ for start in range(0, len(summaries), COLUMNS):  # row by row, so the cards of a
                     conversations=summary.conversation_count,
                 )
                 st.rerun()
+
+
+def turn_page(step: int) -> None:
+    st.session_state.library_page = page + step
+
+
+if pages > 1:
+    pager = st.container(horizontal=True, vertical_alignment="center")
+    pager.button(tr("library.previous"), icon=":material/chevron_left:", disabled=page == 0, on_click=turn_page,
+                 args=(-1,), key="page_back")  # fmt: skip
+    pager.caption(tr("library.page", page=page + 1, pages=pages, count=f"{total:,}"))
+    pager.button(tr("library.next"), icon=":material/chevron_right:", disabled=page >= pages - 1, on_click=turn_page,
+                 args=(1,), key="page_next")  # fmt: skip

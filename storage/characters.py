@@ -1,6 +1,6 @@
 """Characters and their reference images: small functions that each take a `Session`.
 
-Lists never load full image blobs: they select the thumbnail column only.
+Lists never load full image blobs: those live in their own table (`storage.images`).
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_
-from sqlalchemy.orm import defer
+from sqlalchemy import case, func, or_, type_coerce
 from sqlmodel import Session, col, delete, select
 
+from storage import images as images_
 from storage.db import require, touch
 from storage.tables import LOCAL_USER_ID, Character, CharacterProfile, Conversation, ImageData, SheetImage, User, utcnow
 
 PROFILE_FIELDS: tuple[str, ...] = tuple(CharacterProfile.model_fields)
+_TIME = Character.__table__.c.updated_at.type  # a time computed in SQL reads back like the column
 
 
 class StorageError(ValueError):
@@ -52,18 +53,23 @@ def create_character(
     character = Character(**profile, owner_id=owner_id)
     session.add(character)
     session.flush()
-    for position, image in enumerate(images):
-        session.add(SheetImage.from_image(image, character_id=character.id, position=position))
-    session.flush()
+    images_.store(session, SheetImage, images, character_id=character.id, position=0)
     return character
 
 
-def count_characters(session: Session, viewer_id: int | None = None) -> int:
-    """How many characters the viewer can see (everyone's with no viewer)."""
-    stmt = select(func.count(Character.id))
-    if viewer_id is not None:
+def count_characters(session: Session, viewer_id: int | None = None, query: str = "", everyone: bool = False) -> int:
+    """How many characters the viewer can see that match `query` (everyone's with no viewer)."""
+    return session.exec(_visible(select(func.count(Character.id)), viewer_id, query, everyone)).one()
+
+
+def _visible(stmt: Any, viewer_id: int | None, query: str = "", everyone: bool = False) -> Any:
+    """`stmt` narrowed to what the viewer may see and what a search of names and notes finds."""
+    if viewer_id is not None and not everyone:
         stmt = stmt.where(or_(col(Character.owner_id) == viewer_id, col(Character.shared).is_(True)))
-    return session.exec(stmt).one()
+    if query.strip():
+        pattern = f"%{query.strip()}%"
+        stmt = stmt.where(or_(col(Character.name).ilike(pattern), col(Character.notes).ilike(pattern)))
+    return stmt
 
 
 def get_character(session: Session, character_id: int) -> Character | None:
@@ -97,7 +103,15 @@ def duplicate_character(
     profile = {k: getattr(source, k) for k in PROFILE_FIELDS}
     profile["name"] = f"{source.name}{name_suffix}"
     owner_id = owner_id if owner_id is not None else source.owner_id
-    return create_character(session, get_images(session, character_id), owner_id=owner_id, **profile)
+    copy = Character(**profile, owner_id=owner_id)
+    session.add(copy)
+    session.flush()
+    for image in get_images(session, character_id):  # rows copied here, their bytes inside the database
+        new = SheetImage.from_image(image, character_id=copy.id, position=image.position)
+        session.add(new)
+        session.flush()
+        images_.copy_data(session, SheetImage, [(image.id, new.id)])
+    return copy
 
 
 def set_shared(session: Session, character_id: int, shared: bool) -> Character:
@@ -108,18 +122,38 @@ def set_shared(session: Session, character_id: int, shared: bool) -> Character:
     return character
 
 
-def list_characters(
-    session: Session, query: str = "", viewer_id: int | None = None, everyone: bool = False
-) -> list[CharacterSummary]:
-    """Characters newest-activity first, filtered by a case-insensitive search of name and notes.
-
-    With a viewer: their own and the shared ones (every one if `everyone`), with the viewer's own
-    conversation counts (nobody learns about another's conversations). Without: all of them."""
+def _activity(viewer_id: int | None) -> tuple[Any, Any]:
+    """Per character: the viewer's conversation count, and the later of their last conversation's
+    change and the character's own (what "most recent first" sorts by)."""
     mine = [Conversation.character_id == Character.id]
     if viewer_id is not None:
         mine.append(Conversation.owner_id == viewer_id)
-    conv_count = select(func.count(Conversation.id)).where(*mine).correlate(Character).scalar_subquery()
-    last_conv = select(func.max(Conversation.updated_at)).where(*mine).correlate(Character).scalar_subquery()
+    count = select(func.count(Conversation.id)).where(*mine).correlate(Character).scalar_subquery()
+    last = select(func.max(Conversation.updated_at)).where(*mine).correlate(Character).scalar_subquery()
+    latest = type_coerce(case((last > Character.updated_at, last), else_=Character.updated_at), _TIME)
+    return count, latest
+
+
+def list_characters(
+    session: Session,
+    query: str = "",
+    viewer_id: int | None = None,
+    everyone: bool = False,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[CharacterSummary]:
+    """Characters newest-activity first, filtered by a case-insensitive search of name and notes;
+    `limit`/`offset` give one page of them.
+
+    With a viewer: their own and the shared ones (every one if `everyone`), with the viewer's own
+    conversation counts (nobody learns about another's conversations). Without: all of them.
+    The page is chosen first, on small columns; only its rows then read their thumbnails."""
+    count, latest = _activity(viewer_id)
+    page = _visible(select(Character.id), viewer_id, query, everyone)
+    page = page.order_by(latest.desc(), col(Character.id).desc()).offset(offset).limit(limit)
+    ids = list(session.exec(page).all())
+    if not ids:
+        return []
     thumb = (
         select(SheetImage.thumbnail)
         .where(SheetImage.character_id == Character.id, SheetImage.position == 0)
@@ -132,21 +166,15 @@ def list_characters(
         Character.language,
         Character.notes,
         thumb,
-        conv_count,
-        Character.updated_at,
-        last_conv,
+        count,
+        latest,
         Character.owner_id,
         User.name,
         User.email,
         Character.shared,
     ).join(User, col(User.id) == Character.owner_id)
-    if viewer_id is not None and not everyone:
-        stmt = stmt.where(or_(col(Character.owner_id) == viewer_id, col(Character.shared).is_(True)))
-    if query.strip():
-        pattern = f"%{query.strip()}%"
-        stmt = stmt.where(or_(col(Character.name).ilike(pattern), col(Character.notes).ilike(pattern)))
-    rows = session.exec(stmt).all()
-    summaries = [
+    rows = {r[0]: r for r in session.exec(stmt.where(col(Character.id).in_(ids))).all()}
+    return [
         CharacterSummary(
             id=r[0],
             name=r[1],
@@ -154,48 +182,46 @@ def list_characters(
             notes=r[3],
             thumbnail=r[4],
             conversation_count=r[5],
-            last_activity=max(t for t in (r[6], r[7]) if t is not None),
-            owner_id=r[8],
-            owner_name=r[9] or r[10],
-            shared=r[11],
+            last_activity=r[6],
+            owner_id=r[7],
+            owner_name=r[8] or r[9],
+            shared=r[10],
         )
-        for r in rows
+        for r in (rows[i] for i in ids if i in rows)
     ]
-    return sorted(summaries, key=lambda s: s.last_activity, reverse=True)
+
+
+def character_names(session: Session, viewer_id: int | None = None, everyone: bool = False) -> dict[int, str]:
+    """Every visible character's name by id, newest activity first: a picker's options, no images."""
+    _, latest = _activity(viewer_id)
+    stmt = _visible(select(Character.id, Character.name), viewer_id, everyone=everyone)
+    return dict(session.exec(stmt.order_by(latest.desc(), col(Character.id).desc())).all())
 
 
 def get_images(session: Session, character_id: int) -> list[SheetImage]:
-    """Full images in position order (the main sheet first): what the model sees."""
+    """The character's image rows (thumbnails, no full pictures) in position order, main sheet first."""
     stmt = select(SheetImage).where(SheetImage.character_id == character_id).order_by(SheetImage.position)
     return list(session.exec(stmt).all())
 
 
-def get_main_image(session: Session, character_id: int) -> SheetImage | None:
-    """The main sheet alone (position 0), full size: for showing it, without loading the others."""
+def sheets(session: Session, character_id: int) -> list[images_.Picture[SheetImage]]:
+    """Every image with its full picture, in position order: what the model sees."""
+    return images_.with_data(session, SheetImage, get_images(session, character_id))
+
+
+def get_main_image(session: Session, character_id: int) -> images_.Picture[SheetImage] | None:
+    """The main sheet alone (position 0) with its full picture, without loading the others."""
     stmt = select(SheetImage).where(SheetImage.character_id == character_id, SheetImage.position == 0)
-    return session.exec(stmt).first()
-
-
-def get_thumbnails(session: Session, character_id: int) -> list[SheetImage]:
-    """Image rows without their full blobs (`data` is not loaded)."""
-    stmt = (
-        select(SheetImage)
-        .where(SheetImage.character_id == character_id)
-        .order_by(SheetImage.position)
-        .options(defer(SheetImage.data))
-    )
-    return list(session.exec(stmt).all())
+    found = images_.with_data(session, SheetImage, session.exec(stmt).all())
+    return found[0] if found else None
 
 
 def add_images(session: Session, character_id: int, images: Iterable[ImageData]) -> list[SheetImage]:
     """Append images after the existing ones."""
     _require(session, character_id)
     last = session.exec(select(func.max(SheetImage.position)).where(SheetImage.character_id == character_id)).one()
-    start = -1 if last is None else last
-    added = [
-        SheetImage.from_image(img, character_id=character_id, position=start + 1 + i) for i, img in enumerate(images)
-    ]
-    session.add_all(added)
+    start = 0 if last is None else last + 1
+    added = images_.store(session, SheetImage, images, character_id=character_id, position=start)
     _touch(session, character_id)
     session.flush()
     return added
@@ -206,7 +232,7 @@ def remove_image(session: Session, image_id: int) -> None:
     image = session.get(SheetImage, image_id)
     if image is None:
         return
-    ids = [s.id for s in get_thumbnails(session, image.character_id)]
+    ids = [s.id for s in get_images(session, image.character_id)]
     if len(ids) == 1:
         raise StorageError("A character needs at least one reference sheet; add another before removing this one.")
     character_id = image.character_id
@@ -217,7 +243,7 @@ def remove_image(session: Session, image_id: int) -> None:
 
 def reorder_images(session: Session, character_id: int, ordered_ids: Sequence[int]) -> None:
     """Set positions to the order given; the first id becomes the main sheet."""
-    rows = {s.id: s for s in get_thumbnails(session, character_id)}
+    rows = {s.id: s for s in get_images(session, character_id)}
     if sorted(rows) != sorted(ordered_ids):
         raise StorageError("The new order must list each of the character's images exactly once.")
     # Two passes: positions are unique per character, so park them out of the way first.
@@ -231,7 +257,7 @@ def reorder_images(session: Session, character_id: int, ordered_ids: Sequence[in
 
 
 def set_main_image(session: Session, character_id: int, image_id: int) -> None:
-    ids = [s.id for s in get_thumbnails(session, character_id)]
+    ids = [s.id for s in get_images(session, character_id)]
     reorder_images(session, character_id, [image_id] + [i for i in ids if i != image_id])
 
 

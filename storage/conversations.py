@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlmodel import Session, col, delete, func, select, update
 
+from storage import images as images_
 from storage.db import require, touch
 from storage.tables import (
     LOCAL_USER_ID,
@@ -195,11 +196,11 @@ def variants(session: Session, conversation_id: int, turn: int) -> list[Message]
     return list(session.exec(stmt).all())
 
 
-def variant_counts(session: Session, conversation_id: int) -> dict[int, int]:
-    """How many alternatives each turn has (for the ‹ 2/3 › pager)."""
+def variant_counts(session: Session, conversation_id: int, from_turn: int = 0) -> dict[int, int]:
+    """How many alternatives each turn from `from_turn` on has (for the ‹ 2/3 › pager)."""
     stmt = (
         select(Message.turn, func.count(Message.id))
-        .where(Message.conversation_id == conversation_id)
+        .where(Message.conversation_id == conversation_id, Message.turn >= from_turn)
         .group_by(Message.turn)
     )
     return {turn: count for turn, count in session.exec(stmt).all()}
@@ -225,14 +226,13 @@ def get_message(session: Session, message_id: int) -> Message | None:
     return session.get(Message, message_id)
 
 
-def list_messages(session: Session, conversation_id: int) -> list[Message]:
-    """The story: the chosen message of each turn, in order."""
-    stmt = (
-        select(Message)
-        .where(Message.conversation_id == conversation_id, col(Message.chosen).is_(True))
-        .order_by(Message.turn)
-    )
-    return list(session.exec(stmt).all())
+def list_messages(session: Session, conversation_id: int, last: int | None = None) -> list[Message]:
+    """The story: the chosen message of each turn, in order; with `last`, only the latest ones
+    (read backwards along the (conversation, turn) index, so a long story costs no more)."""
+    stmt = select(Message).where(Message.conversation_id == conversation_id, col(Message.chosen).is_(True))
+    if last is None:
+        return list(session.exec(stmt.order_by(Message.turn)).all())
+    return list(reversed(session.exec(stmt.order_by(col(Message.turn).desc()).limit(last)).all()))
 
 
 def delete_turn(session: Session, conversation_id: int, turn: int) -> None:
@@ -252,10 +252,7 @@ def delete_after(session: Session, conversation_id: int, turn: int) -> None:
 
 
 def add_attachment(session: Session, conversation_id: int, image: ImageData) -> Attachment:
-    attachment = Attachment.from_image(image, conversation_id=conversation_id)
-    session.add(attachment)
-    session.flush()
-    return attachment
+    return images_.store(session, Attachment, [image], conversation_id=conversation_id)[0]
 
 
 def get_attachments(session: Session, attachment_ids: Sequence[int]) -> list[Attachment]:
@@ -264,6 +261,11 @@ def get_attachments(session: Session, attachment_ids: Sequence[int]) -> list[Att
         return []
     rows = {a.id: a for a in session.exec(select(Attachment).where(col(Attachment.id).in_(attachment_ids))).all()}
     return [rows[i] for i in attachment_ids if i in rows]
+
+
+def attachment_pictures(session: Session, attachment_ids: Sequence[int]) -> list[images_.Picture[Attachment]]:
+    """Attachments with their full pictures, in the order given: what the model sees."""
+    return images_.with_data(session, Attachment, get_attachments(session, attachment_ids))
 
 
 def _require(session: Session, conversation_id: int, lock: bool = False) -> Conversation:

@@ -119,22 +119,31 @@ class ImageData(Protocol):
 
 
 class StoredImage(SQLModel):
-    """What every stored picture carries: normalized by `core.sheets.prepare_image`, with a thumbnail."""
+    """What every stored picture carries: normalized by `core.sheets.prepare_image`, with a thumbnail.
+
+    The full picture lives apart, in its `ImageBytes` table: lists read these rows (names and
+    thumbnails) and must not page through megabytes of blob to reach them."""
 
     original_name: str = ""
     mime_type: str = "image/png"
     width: int
     height: int
     sha256: str = Field(index=True)
-    data: bytes = Field(sa_type=LargeBinary, nullable=False)
     thumbnail: bytes = Field(sa_type=LargeBinary, nullable=False)
     created_at: datetime = Field(default_factory=utcnow)
 
     @classmethod
     def from_image(cls, image: ImageData, **keys: Any) -> Self:
-        """The one conversion from a prepared picture to a row (`keys`: the owning row and position)."""
-        fields = ("original_name", "mime_type", "width", "height", "sha256", "data", "thumbnail")
+        """The one conversion from a picture to a row (`keys`: the owning row and position); its full
+        bytes go to the matching `ImageBytes` row (`storage.images.store` does both)."""
+        fields = ("original_name", "mime_type", "width", "height", "sha256", "thumbnail")
         return cls(**{name: getattr(image, name) for name in fields}, **keys)
+
+
+class ImageBytes(SQLModel):
+    """The full normalized picture of one stored image, one-to-one with its row and deleted with it."""
+
+    data: bytes = Field(sa_type=LargeBinary, nullable=False)
 
 
 class SheetImage(StoredImage, table=True):
@@ -145,6 +154,10 @@ class SheetImage(StoredImage, table=True):
     id: int | None = Field(default=None, primary_key=True)
     character_id: int = _fk("character.id")
     position: int = 0
+
+
+class SheetImageBytes(ImageBytes, table=True):
+    image_id: int = Field(sa_column=Column(Integer, ForeignKey("sheetimage.id", ondelete="CASCADE"), primary_key=True))
 
 
 class Conversation(SQLModel, table=True):
@@ -162,6 +175,10 @@ class Attachment(StoredImage, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: int = _fk("conversation.id")
+
+
+class AttachmentBytes(ImageBytes, table=True):
+    image_id: int = Field(sa_column=Column(Integer, ForeignKey("attachment.id", ondelete="CASCADE"), primary_key=True))
 
 
 class Message(SQLModel, table=True):

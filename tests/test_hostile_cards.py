@@ -28,7 +28,7 @@ from tests.conftest import encode
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
-TABLES = ("character", "sheetimage")
+TABLES = ("character", "sheetimage", "sheetimagebytes")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

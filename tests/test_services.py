@@ -50,7 +50,7 @@ def test_update_duplicate_delete_and_images(engine) -> None:
 
     red, blue = characters.images(engine, LOCAL_USER, aster.id)
     characters.set_main_image(engine, LOCAL_USER, aster.id, blue.id)
-    assert characters.main_sheet(engine, LOCAL_USER, aster.id).original_name == "blue.png"
+    assert characters.main_sheet(engine, LOCAL_USER, aster.id).row.original_name == "blue.png"
     with pytest.raises(NotFound):  # another character's image is not this one's to change
         characters.remove_image(engine, LOCAL_USER, copy.id, red.id)
     characters.remove_image(engine, LOCAL_USER, aster.id, red.id)

@@ -29,8 +29,9 @@ from storage.tables import (
 )
 from tests.conftest import encode
 
-TABLES = {"character", "sheetimage", "conversation", "message", "attachment", "app_user"}
-OLD_TABLES = TABLES - {"app_user"}  # what the initial revision had
+TABLES = {"character", "sheetimage", "conversation", "message", "attachment", "app_user", "sheetimagebytes",
+          "attachmentbytes"}  # fmt: skip
+OLD_TABLES = TABLES - {"app_user", "sheetimagebytes", "attachmentbytes"}  # what the initial revision had
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -77,8 +78,8 @@ def test_every_table_round_trips_and_survives_a_restart(engine, db_url: str) -> 
         assert (c.name, c.notes, c.language, c.personality) == ("Seraphina", "Guardian of the forest", "日本語", "kind")
         assert c.alternate_greetings == ["Hello!", "Welcome back."] and c.tags == ["fantasy", "healer"]
         assert c.extensions == {"depth_prompt": {"depth": 4}} and c.character_book["entries"][0]["keys"] == ["glade"]
-        images = chars.get_images(s, c.id)
-        assert [i.original_name for i in images] == ["red.png", "blue.png"] and images[0].data.startswith(b"\x89PNG")
+        images = chars.sheets(s, c.id)
+        assert [i.original_name for i, _ in images] == ["red.png", "blue.png"] and images[0].data.startswith(b"\x89PNG")
         conv = s.get(Conversation, ids["conversation"])
         assert (conv.title, conv.settings) == ("First meeting", {"temperature": 0.7})
         messages = convs.list_messages(s, conv.id)
@@ -111,17 +112,17 @@ def test_images_add_remove_reorder_and_main_sheet(engine) -> None:
     cid = ids["character"]
     with session_scope(engine) as s:
         chars.add_images(s, cid, [_image("green")])
-        names = lambda: [i.original_name for i in chars.get_thumbnails(s, cid)]  # noqa: E731
+        names = lambda: [i.original_name for i in chars.get_images(s, cid)]  # noqa: E731
         assert names() == ["red.png", "blue.png", "green.png"]
-        green = chars.get_thumbnails(s, cid)[2].id
+        green = chars.get_images(s, cid)[2].id
         chars.set_main_image(s, cid, green)
         assert names() == ["green.png", "red.png", "blue.png"]
         chars.remove_image(s, green)
         assert names() == ["red.png", "blue.png"]
-        assert [i.position for i in chars.get_thumbnails(s, cid)] == [0, 1]
+        assert [i.position for i in chars.get_images(s, cid)] == [0, 1]
         only = chars.create_character(s, [_image("black")], name="Solo")
         with pytest.raises(chars.StorageError, match="at least one reference sheet"):
-            chars.remove_image(s, chars.get_thumbnails(s, only.id)[0].id)
+            chars.remove_image(s, chars.get_images(s, only.id)[0].id)
 
 
 def test_alternative_replies_keep_one_chosen(engine) -> None:
@@ -229,7 +230,7 @@ def test_upgrading_a_database_made_at_the_initial_revision_keeps_every_row(db_ur
     engine = make_engine(db_url)
     migrate(engine, "0001")
     _populate_initial_schema(engine)
-    unchanged = OLD_TABLES - {"character", "conversation"}  # the tables the migration does not alter
+    unchanged = OLD_TABLES - {"character", "conversation", "sheetimage", "attachment"}  # tables no revision alters
     with engine.connect() as conn:
         before = {t: conn.execute(text(f"SELECT * FROM {t} ORDER BY id")).all() for t in unchanged}
     migrate(engine)  # to head, whatever later revisions exist
@@ -244,7 +245,9 @@ def test_upgrading_a_database_made_at_the_initial_revision_keeps_every_row(db_ur
         (conversation,) = convs.list_conversations(s)
         assert (conversation.id, conversation.title, conversation.owner_id) == (5, "First", LOCAL_USER_ID)
         assert [m.text for m in convs.list_messages(s, 5)] == ["Where am I?"]  # children survived the rebuild
-        assert chars.get_images(s, 7)[0].data == _image().data
+        assert chars.sheets(s, 7)[0].data == _image().data  # every picture, byte for byte, in its new table
+        assert convs.attachment_pictures(s, [2])[0].data == _image().data
+        assert chars.get_images(s, 7)[0].thumbnail == _image().thumbnail
     with session_scope(engine) as s:  # and new rows get ids after the migrated ones
         user = users.signed_in(s, "https://id.example", "alice", "alice@example.test", "Alice")
         assert user.id != LOCAL_USER_ID

@@ -20,7 +20,8 @@ from core.sheets import prepare_image
 from core.users import Actor, Identity, NotAllowed, Policy
 from tests.conftest import encode
 
-TABLES = ("app_user", "character", "sheetimage", "conversation", "message", "attachment")
+TABLES = ("app_user", "character", "sheetimage", "sheetimagebytes", "conversation", "message", "attachment",
+          "attachmentbytes")  # fmt: skip
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -56,14 +57,19 @@ def team(engine):
 
 def snapshot(engine) -> dict[str, list]:
     with engine.connect() as conn:
-        return {t: conn.execute(text(f"SELECT * FROM {t} ORDER BY id")).all() for t in TABLES}
+        return {t: conn.execute(text(f"SELECT * FROM {t} ORDER BY 1")).all() for t in TABLES}
 
 
 class NoBackend:
-    """TEST DOUBLE: a backend that must never be asked (the access check comes first)."""
+    """TEST DOUBLE: a loaded backend that must never be asked (the access check comes first)."""
+
+    prepared = True
 
     def stream(self, request: ReplyRequest, stop=None, on_progress=None) -> ReplyStream:
         raise AssertionError("the backend was reached")
+
+    def warm(self, prefix, tag: str = "") -> None:
+        raise AssertionError("the backend was asked to read someone else's character")
 
 
 def cross_user_calls(secret: int, chat: int, image: int) -> dict[str, tuple]:
@@ -81,6 +87,7 @@ def cross_user_calls(secret: int, chat: int, image: int) -> dict[str, tuple]:
         "characters.remove_image": (characters.remove_image, secret, image),
         "characters.set_main_image": (characters.set_main_image, secret, image),
         "characters.export_card": (characters.export_card, secret),
+        "characters.warm_up": (lambda db, actor, c: characters.warm_up(db, actor, NoBackend(), c), secret),
         "conversations.for_character": (conversations.for_character, secret),
         "conversations.get": (conversations.get, chat),
         "conversations.start": (conversations.start, secret),
@@ -119,13 +126,14 @@ def test_nobody_reaches_anothers_private_data_through_any_service(engine, team) 
     assert snapshot(engine) == before  # and nothing changed
     # The lists leave it out.
     assert characters.summaries(engine, bob) == [] and characters.count(engine, bob) == 0
+    assert characters.names(engine, bob) == {}
     assert conversations.recent(engine, bob) == []
 
 
 def test_every_service_function_is_in_the_cross_user_test() -> None:
     """A new service function that takes an actor must get a case above (or be a list, checked there)."""
-    listed = set(cross_user_calls(1, 1, 1)) | {"characters.summaries", "characters.count", "characters.create",
-                                               "conversations.recent", "users.sign_in"}  # fmt: skip
+    lists = {"characters.summaries", "characters.count", "characters.names", "conversations.recent"}
+    listed = set(cross_user_calls(1, 1, 1)) | lists | {"characters.create", "users.sign_in"}
     found = {
         f"{module.__name__.rsplit('.', 1)[-1]}.{name}"
         for module in (characters, conversations, turns, users)

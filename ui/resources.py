@@ -6,12 +6,14 @@ session of this server process. The backend loads nothing until a reply is neede
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from core.backend import Backend, make_backend
+from core.backend import Backend, BackendError, make_backend
 from core.i18n import t, ui_language_for
 from core.settings import Settings, load_settings
 from core.sheets import ImageLimits
@@ -46,8 +48,18 @@ def db() -> Engine:
 
 @st.cache_resource(show_spinner=False)
 def _backend_for(_settings: Settings, key: tuple[object, ...]) -> Backend:
-    """One backend per model configuration (`key`); the settings object itself is not hashed."""
-    return make_backend(_settings)
+    """One backend per model configuration (`key`); the settings object itself is not hashed.
+    With REFSHEET_PRELOAD the model starts loading now, in the background, instead of at the first
+    reply: Streamlit runs no app code before the first page view, so that is when this happens."""
+    backend = make_backend(_settings)
+    if _settings.preload:
+        threading.Thread(target=_preload, args=(backend,), name="refsheet-preload", daemon=True).start()
+    return backend
+
+
+def _preload(backend: Backend) -> None:
+    with contextlib.suppress(BackendError):  # the status says what went wrong, and a reply retries
+        backend.prepare()
 
 
 def backend() -> Backend:
@@ -55,7 +67,8 @@ def backend() -> Backend:
     s = settings()
     key_id = hashlib.sha256((s.api_key or "").encode()).hexdigest()[:16]  # a changed key, never the key
     configuration = (s.backend, s.model_id, s.quantization, s.device, s.dtype, s.context_tokens, s.kv_cache_mb,
-                     s.api_base, s.api_model, s.api_image_side, s.api_timeout, key_id)  # fmt: skip
+                     s.prefix_cache_mb, str(s.data_dir), s.api_base, s.api_model, s.api_image_side, s.api_timeout,
+                     key_id)  # fmt: skip
     return _backend_for(s, configuration)
 
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import streamlit as st
 
 from core import characters
-from core.backend import BackendStatus
+from core.backend import Backend, BackendStatus
 from core.cards import CardError
 from core.characters import CardDraft
 from core.lore import Lorebook
@@ -86,6 +86,21 @@ def backend_status(status: BackendStatus, *, compact: bool = False) -> None:
         st.error(say(status.error), icon=":material/error:")
     else:
         st.info(tr("model.not_loaded", source=status.description), icon=":material/bedtime:")
+
+
+def live_backend_status(backend: Backend) -> None:
+    """The model status, redrawn each second while the model loads (a preload, or someone's first
+    reply), then the page once when it is ready or has failed."""
+    loading = backend.status().state == "loading"
+
+    @st.fragment(run_every=1.0 if loading else None)
+    def show() -> None:
+        status = backend.status()
+        backend_status(status)
+        if loading and status.state != "loading":
+            st.rerun()  # the whole page: what depends on the model (and this timer) is redrawn
+
+    show()
 
 
 def upload_help(key: str) -> str:

@@ -7,6 +7,7 @@ the queue) behind the neutral `core.backend.Backend` protocol. Pages read `statu
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,11 +16,15 @@ from typing import Any
 
 from core.backend import BackendStatus, OnProgress, Progress, ReplyRequest, ReplyStream
 from core.gemma import model_thread
-from core.gemma.engine import ChatEngine
+from core.gemma.engine import ChatEngine, new_cache
 from core.gemma.kvcache import MB, KVStore, default_limit_mb
 from core.gemma.model import ModelHandle, ModelLoadError, load_model
+from core.gemma.prefix_disk import PrefixDisk
 from core.i18n import Text
+from core.prompts import CharacterPrompt
 from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def size_text(n: int) -> str:
@@ -53,10 +58,17 @@ class GemmaBackend:
         self._state = "idle"
         self._phase: Text | None = None
         self._error: ModelLoadError | None = None
+        self._warm_lock = threading.Condition()
+        self._to_warm: dict[str, CharacterPrompt] = {}  # by tag: a newer prefix replaces a pending one
+        self._warmer: threading.Thread | None = None
 
     def _engine_with_cache(self, handle: ModelHandle) -> ChatEngine:
         limit_mb = self.settings.kv_cache_mb or default_limit_mb(handle.device)
-        return ChatEngine(handle, KVStore(limit_mb * MB))
+        disk = None
+        if self.settings.prefix_cache_mb > 0:  # character prefixes outlive the process
+            folder = self.settings.data_dir / "prefix-cache"
+            disk = PrefixDisk(folder, self.settings.prefix_cache_mb * MB, handle.identity, lambda: new_cache(handle))
+        return ChatEngine(handle, KVStore(limit_mb * MB, disk, str(handle.model.device)))
 
     # -- the Backend protocol ---------------------------------------------------------------------
     @property
@@ -82,20 +94,71 @@ class GemmaBackend:
     def count_tokens(self, request: ReplyRequest) -> int:
         return self.engine().request_tokens(request)
 
+    def warm(self, prefix: CharacterPrompt, tag: str = "") -> None:
+        """Encode a new or changed character's prefix in the background, if the model is loaded (a
+        warm-up never loads it), so its first reply does not wait for the vision tower. Replies go
+        first: a warm-up runs only while the model is free and gives way between pictures."""
+        if self._engine is None:
+            return
+        with self._warm_lock:
+            self._to_warm[tag or prefix.key] = prefix
+            if self._warmer is None or not self._warmer.is_alive():
+                self._warmer = threading.Thread(target=self._warm_all, name="refsheet-warm-up", daemon=True)
+                self._warmer.start()
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until no warm-up is pending or running (and saved prefixes are on disk); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._warm_lock:
+            while self._to_warm or (self._warmer is not None and self._warmer.is_alive()):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._warm_lock.wait(0.1 if left is None else min(0.1, left))
+        if self._engine is not None and self._engine.kv is not None:
+            self._engine.kv.flush()
+        return True
+
+    def _warm_all(self) -> None:
+        """The warm-up thread: each pending prefix in turn, retried while replies keep the model busy."""
+        while True:
+            with self._warm_lock:
+                if not self._to_warm:
+                    self._warmer = None
+                    self._warm_lock.notify_all()
+                    return
+                tag = next(iter(self._to_warm))
+                prefix = self._to_warm[tag]
+            engine = self._engine
+            try:
+                done = engine is None or engine.warm(prefix)
+            except Exception:  # a warm-up is a favour: its failure only means a cold start
+                log.exception("warming up a character prefix failed")
+                done = True
+            with self._warm_lock:
+                if done and self._to_warm.get(tag) is prefix:
+                    del self._to_warm[tag]
+                if not done:
+                    self._warm_lock.wait(0.5)  # the model is busy: try again shortly
+
     def context_limit(self) -> int | None:
         return self._engine.handle.context_limit if self._engine is not None else None
 
     # -- loading ----------------------------------------------------------------------------------
     def engine(self, progress: Progress | None = None) -> ChatEngine:
-        """The engine, loading the model first if needed (others arriving meanwhile wait for it)."""
+        """The engine, loading the model first if needed. Whoever arrives while another session (or the
+        preload) is loading it waits for that load, seeing the same phases."""
         if self._engine is not None:
             return self._engine
-        with self._lock:
+        relay = _Relay(progress)
+        while not self._lock.acquire(timeout=0.2):
+            relay(self._phase)
+        try:
             if self._engine is not None:
                 return self._engine
             self._state, self._error = "loading", None
             try:
-                self._engine = self._factory(self._load(progress))
+                self._engine = self._factory(self._load(relay))
             except ModelLoadError as exc:
                 self._state, self._error = "failed", exc
                 raise
@@ -107,24 +170,36 @@ class GemmaBackend:
                 self._phase = None
             self._state = "ready"
             return self._engine
+        finally:
+            self._lock.release()
 
-    def _load(self, progress: Progress | None) -> ModelHandle:
+    def _load(self, relay: _Relay) -> ModelHandle:
         """Load on the model thread; relay its progress to the caller's thread (where the UI is)."""
 
         def note(phase: Text) -> None:
             self._phase = phase
 
         future = model_thread.submit(self._loader, self.settings, note)
-        started = time.monotonic()
-        shown: tuple[Any, float] = (None, 0.0)
         while True:
             try:
                 handle = future.result(timeout=0.2)
             except TimeoutError:
                 handle = None
-            now = time.monotonic()
-            if progress and self._phase and (self._phase != shown[0] or now - shown[1] >= 1.0):
-                shown = (self._phase, now)  # a new phase at once, the same one each second (its clock)
-                progress(Text(self._phase.key, {**self._phase.params, "elapsed": int(now - started)}))
+            relay(self._phase)
             if handle is not None:
                 return handle
+
+
+class _Relay:
+    """Hands loading phases to a caller's `progress`: a new phase at once, the same one each second
+    (with its clock, counted from when this caller started waiting)."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress, self._started = progress, time.monotonic()
+        self._shown: tuple[Any, float] = (None, 0.0)
+
+    def __call__(self, phase: Text | None) -> None:
+        now = time.monotonic()
+        if self._progress and phase and (phase != self._shown[0] or now - self._shown[1] >= 1.0):
+            self._shown = (phase, now)
+            self._progress(Text(phase.key, {**phase.params, "elapsed": int(now - self._started)}))

@@ -26,7 +26,7 @@ from core.gemma.kvcache import KVStore
 from core.gemma.model import ModelHandle
 from core.gemma.streaming import TokenStreamer, stop_criterion
 from core.i18n import Text
-from core.prompts import PromptImage, build_messages, prefix_message
+from core.prompts import CharacterPrompt, PromptImage, build_messages, prefix_message
 from core.sheets import decode
 
 
@@ -65,6 +65,12 @@ class FifoGate:
     def waiting(self) -> int:
         with self._cv:
             return max(0, self._next - self._serving - len(self._abandoned) - 1)
+
+    @property
+    def idle(self) -> bool:
+        """Nobody is being served or waiting."""
+        with self._cv:
+            return self._next - self._serving - len(self._abandoned) <= 0
 
     @contextmanager
     def turn(
@@ -128,6 +134,13 @@ class PixelCache:
         return pixels
 
 
+def new_cache(handle: ModelHandle) -> Any:
+    """An empty KV cache with the model's layer kinds (sliding-window and global)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=handle.model.config)
+
+
 class ChatEngine:
     """Serves replies from one model handle; every request passes one FIFO gate."""
 
@@ -174,9 +187,7 @@ class ChatEngine:
         return self.count_tokens(build_messages(request.prefix, request.history)[0])
 
     def new_cache(self) -> Any:
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.handle.model.config)
+        return new_cache(self.handle)
 
     def cache_report(self) -> dict[str, Any]:
         """For the model status: KV and pixel cache use."""
@@ -187,6 +198,42 @@ class ChatEngine:
         """Messages that fit the context budget, dropping the oldest turns (never the prefix)."""
         carried = len(self.handle.tokenizer(request.continuation, add_special_tokens=False)["input_ids"])
         return fit(request, self.count_tokens, self.handle.context_limit - carried)
+
+    # -- warming up -------------------------------------------------------------------------------
+    def warm(self, prefix: CharacterPrompt, yield_to: Callable[[], bool] | None = None) -> bool:
+        """Encode a character's prefix now (instruction and sheets, the vision tower's work) and keep
+        it, so its first reply starts warm. Only when the model is free, and it gives way: when a
+        request arrives (`yield_to`, by default "someone is waiting") it stops at the next picture
+        and keeps nothing. True once the prefix is kept (now or before)."""
+        if self.kv is None:
+            return False
+        yield_to = yield_to or (lambda: self.gate.waiting > 0)
+        message = prefix_message(prefix)
+        prefix_ids = self.token_ids([message])
+        end = len(prefix_ids) - 1  # what a reply's snapshot holds (see KVStore.start)
+        if self.kv.has_prefix(prefix.key, prefix_ids[:end]):
+            return True
+        if not self.gate.idle or yield_to():
+            return False
+        with self.gate.turn():
+            if self.kv.has_prefix(prefix.key, prefix_ids[:end]):  # a reply made it meanwhile
+                return True
+            encoded = self.encode([message], prefix.sheets, prefix_ids)
+
+            def work() -> None:
+                import torch
+
+                with torch.no_grad():
+                    cache = self.new_cache()
+                    self._prefill(encoded, cache, 0, end, cancel=yield_to)
+                assert self.kv is not None
+                self.kv.keep_prefix(prefix.key, encoded.ids[:end], cache)
+
+            try:
+                model_thread.submit(work).result()
+            except Cancelled:
+                return False
+        return True
 
     # -- generation -------------------------------------------------------------------------------
     def stream(
@@ -300,12 +347,19 @@ class ChatEngine:
         return cache, start.snapshot_end, "cold"
 
     def _prefill(
-        self, encoded: Encoded, cache: Any, start: int, end: int, phase: Callable[[Text], None] | None = None
+        self,
+        encoded: Encoded,
+        cache: Any,
+        start: int,
+        end: int,
+        phase: Callable[[Text], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
     ) -> None:
         """Run prompt tokens [start, end) into `cache`, encoding only the images inside that span.
 
         It goes one picture at a time (each span ends just after an image), so `phase` can say which
-        picture is being looked at: on a CPU one 896 px sheet takes most of a minute."""
+        picture is being looked at (on a CPU one 896 px sheet takes most of a minute), and a warm-up
+        can give way between pictures (`cancel` true: raise `Cancelled`)."""
         if end <= start:
             return
         inside = [k for k, pos in enumerate(encoded.boi_positions) if start <= pos < end]
@@ -313,6 +367,8 @@ class ChatEngine:
         cuts = [min(encoded.boi_positions[k] + self.handle.image_tokens + 2, end) for k in inside]
         bounds = sorted({start, *cuts, end})
         for a, b in itertools.pairwise(bounds):
+            if cancel is not None and cancel():
+                raise Cancelled
             here = [k for k in inside if a <= encoded.boi_positions[k] < b]
             if phase is not None:
                 if here:

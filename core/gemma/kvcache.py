@@ -9,7 +9,8 @@ Two kinds of entry share one LRU bounded in bytes:
   of the snapshot is the starting point and the vision tower is not run again.
 
 A cache is only ever reused when the new prompt's token ids begin with the ids it holds, so a
-reply with the cache is the reply without it.
+reply with the cache is the reply without it. Prefix snapshots are also written to disk
+(`core.gemma.prefix_disk`) when one is given, and read back after a restart.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.gemma.prefix_disk import PrefixDisk
 
 MB = 2**20
 
@@ -46,7 +50,7 @@ class Start:
 
     cache: Any
     cached: int  # prompt tokens the cache already holds
-    source: str  # "conversation" | "prefix" | "cold"
+    source: str  # "conversation" | "prefix" | "saved" (a prefix read from disk) | "cold"
     snapshot_end: int = 0
 
 
@@ -60,11 +64,13 @@ class _Entry:
 class KVStore:
     """Conversation caches and character-prefix snapshots in one byte-bounded LRU."""
 
-    def __init__(self, limit_bytes: int) -> None:
+    def __init__(self, limit_bytes: int, disk: PrefixDisk | None = None, device: str = "cpu") -> None:
         self.limit_bytes = limit_bytes
+        self.disk, self.device = disk, device
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.prefix_hits = self.misses = self.evictions = 0
+        self._writer: threading.Thread | None = None
 
     # -- what the engine calls ------------------------------------------------------------------
     def start(
@@ -82,15 +88,45 @@ class KVStore:
         if snapshot and len(snapshot.ids) <= usable and ids[: len(snapshot.ids)] == snapshot.ids:
             self._count("prefix_hits")
             return Start(copy.deepcopy(snapshot.cache), len(snapshot.ids), "prefix")
-        self._count("misses")
         end = len(prefix_ids) - 1  # the prefix up to (not including) its last token
         if 0 < end <= usable and ids[:end] == list(prefix_ids[:end]):
+            saved = self.disk.load(ids[:end], self.device) if self.disk is not None else None
+            if saved is not None:  # made before a restart, or by a warm-up
+                self._put("prefix:" + prefix_key, _Entry(ids[:end], saved, cache_bytes(saved)))
+                self._count("prefix_hits")
+                return Start(copy.deepcopy(saved), end, "saved")
+            self._count("misses")
             return Start(None, 0, "cold", snapshot_end=end)
+        self._count("misses")
         return Start(None, 0, "cold")
 
+    def has_prefix(self, prefix_key: str, ids: Sequence[int]) -> bool:
+        """Whether a snapshot of exactly `ids` is kept, in memory or on disk (a warm-up's question)."""
+        entry = self._peek("prefix:" + prefix_key)
+        if entry is not None and entry.ids == list(ids):
+            return True
+        return self.disk is not None and self.disk.path_for(ids).is_file()
+
     def keep_prefix(self, prefix_key: str, ids: Sequence[int], cache: Any) -> None:
-        """Keep a copy of a freshly prefilled character prefix for later conversations."""
-        self._put("prefix:" + prefix_key, _Entry(list(ids), copy.deepcopy(cache), cache_bytes(cache)))
+        """Keep a copy of a freshly prefilled character prefix for later conversations (and on disk,
+        written by a background thread so the reply does not wait for it)."""
+        kept = copy.deepcopy(cache)  # never changed afterwards: starts are copies of it
+        self._put("prefix:" + prefix_key, _Entry(list(ids), kept, cache_bytes(kept)))
+        if self.disk is not None:
+            previous = self._writer
+            self._writer = threading.Thread(target=self._save, args=(previous, list(ids), kept), daemon=True)
+            self._writer.start()
+
+    def _save(self, previous: threading.Thread | None, ids: list[int], cache: Any) -> None:
+        if previous is not None:
+            previous.join()  # one write at a time, in order
+        assert self.disk is not None
+        self.disk.save(ids, cache)
+
+    def flush(self) -> None:
+        """Wait for snapshots still being written to disk (tests, and before a process ends)."""
+        if self._writer is not None:
+            self._writer.join()
 
     def remember(self, conversation_key: str | None, ids: list[int], cache: Any) -> None:
         """Keep a conversation's cache after a reply (ids: everything the cache holds)."""
@@ -113,6 +149,7 @@ class KVStore:
                 "bytes": used,
                 "megabytes": f"{used / MB:.1f}",
                 "limit_mb": f"{self.limit_bytes / MB:.0f}",
+                **(self.disk.report() if self.disk is not None else {"disk_loads": 0, "disk_saves": 0}),
             }
 
     # -- the LRU --------------------------------------------------------------------------------

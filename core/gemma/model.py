@@ -42,6 +42,22 @@ class ModelHandle:
     load_seconds: float
     context_limit: int
     notice: Text | None = None  # e.g. the bf16 fallback when bitsandbytes cannot run
+    revision: str = ""  # which weights exactly (`folder_revision`)
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """Everything a KV cache computed by this model depends on: a cache saved under another
+        identity is never reused."""
+        import transformers
+
+        return {
+            "source": self.source,
+            "revision": self.revision,
+            "quantization": self.quantization,
+            "dtype": str(self.dtype),
+            "device": self.device,
+            "transformers": transformers.__version__,
+        }
 
     @property
     def tokenizer(self) -> Any:
@@ -229,4 +245,18 @@ def load_model(settings: Settings, progress: Progress | None = None) -> ModelHan
         load_seconds=time.perf_counter() - started,
         context_limit=context,
         notice=notice,
+        revision=folder_revision(folder),
     )
+
+
+def folder_revision(folder: Path) -> str:
+    """A fingerprint of a checkpoint folder's files (names, sizes, modification times): a hub
+    snapshot or a local folder, rebuilt or replaced in place, gets a new one."""
+    import hashlib
+
+    entries = sorted(
+        f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
+        for path in folder.iterdir()
+        if path.is_file() and (stat := path.stat())
+    )
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
