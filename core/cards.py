@@ -1,10 +1,14 @@
 """Tavern character cards (SillyTavern's format): import V1/V2/V3, export V2 + V3.
 
 A card is UTF-8 JSON, base64-encoded in a PNG text chunk: `chara` (V2) and/or `ccv3` (V3, preferred
-when both are there), or a bare `.json` file. Import keeps every field: the profile fields map to
-`Character` columns, unknown `extensions` keys are kept as they are, and V3-only fields are kept
-under our own namespaced extension so an export gives them back. `creator_notes` are stored but
-never put into a prompt.
+when both are there), or a bare `.json` file (a CHARX zip: `core.charx`). Import keeps every field:
+the profile fields map to `Character` columns, unknown `extensions` keys are kept as they are, and
+V3-only fields are kept under our own namespaced extension so an export gives them back. `creator_notes`
+are stored but never put into a prompt.
+
+Pictures travel as V3 `assets`: the main sheet is the `icon` named `main` (in a PNG, the PNG itself:
+`ccdefault:`), every other reference image an asset of our own type, `x_refsheet_reference`, in order.
+Assets of other apps are kept and written back; our own are never stored twice.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import mimetypes
 import struct
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 from typing import Any
 
 from PIL import Image, PngImagePlugin
@@ -35,6 +42,11 @@ CARD_KEYWORDS = ("ccv3", "chara")  # in order of preference, as SillyTavern read
 MAX_CARD_BYTES = 16 * 2**20  # a card's JSON, decoded; real ones are kilobytes
 MAX_NAME = 200  # characters; names are indexed, and a database index row has a size limit
 MAX_TEXT = 200_000  # characters per text field
+REFERENCE_TYPE = "x_refsheet_reference"  # our asset type: an extra reference image, in order
+EMBEDDED = ("embeded://", "embedded://")  # a CHARX member; the spec's spelling first, the fixed one read too
+MAX_KEPT_ASSETS = 8 * 2**20  # another app's CHARX files kept (inlined) with a character, in all
+MAIN_ICON = {"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"}  # in a PNG: the PNG itself
+V1_FIELDS = ("name", "description", "personality", "scenario", "first_mes", "mes_example")  # old readers
 
 
 class CardError(UserError):
@@ -52,6 +64,15 @@ class Card:
     spec: str  # "chara_card_v2" | "chara_card_v3"
     data: dict[str, Any]
     image: bytes | None = field(default=None, repr=False)  # the card's PNG, to use as the main sheet
+    files: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # a CHARX's members, for `embeded://`
+
+
+@dataclass(frozen=True)
+class CardPicture:
+    """A reference image a card carries, as it came (not validated yet): its name and bytes."""
+
+    name: str
+    data: bytes = field(repr=False)
 
 
 def read_card(raw: bytes, name: str = "") -> Card:
@@ -70,7 +91,7 @@ def read_card(raw: bytes, name: str = "") -> Card:
             text = base64.b64decode(payload, validate=False)
             if len(text) > MAX_CARD_BYTES:
                 raise CardError("too_large", name)
-            document = _parse_json(text.decode("utf-8"), name)
+            document = parse_card_json(text.decode("utf-8"), name)
         except (ValueError, UnicodeDecodeError) as exc:  # bad base64 (non-ASCII too), bad UTF-8
             raise CardError("unreadable", name) from exc
         image: bytes | None = raw
@@ -78,7 +99,7 @@ def read_card(raw: bytes, name: str = "") -> Card:
         if len(raw) > MAX_CARD_BYTES:
             raise CardError("too_large", name)
         try:
-            document = _parse_json(raw.decode("utf-8-sig"), name, not_card=True)
+            document = parse_card_json(raw.decode("utf-8-sig"), name, not_card=True)
         except UnicodeDecodeError as exc:
             raise CardError("not_card", name) from exc
         image = None
@@ -91,7 +112,7 @@ def read_card(raw: bytes, name: str = "") -> Card:
     raise CardError("not_card", name)
 
 
-def _parse_json(text: str, name: str, not_card: bool = False) -> Any:
+def parse_card_json(text: str, name: str, not_card: bool = False) -> Any:
     def no_constant(word: str) -> Any:
         raise ValueError(f"{word} is not JSON")
 
@@ -157,10 +178,12 @@ def _inflate(data: bytes) -> bytes:
 
 @dataclass
 class CardImport:
-    """A card's profile as the app stores it, and what had to be changed or left out, by field."""
+    """A card's profile as the app stores it, its pictures, and what had to be changed or left out."""
 
     profile: dict[str, Any]
     warnings: list[Text] = field(default_factory=list)
+    main: bytes | None = field(default=None, repr=False)  # the main sheet: a PNG card's picture, or its main icon
+    pictures: list[CardPicture] = field(default_factory=list)  # the extra reference images, in order
 
 
 def profile_from_card(card: Card) -> dict[str, Any]:
@@ -204,6 +227,12 @@ def import_card(card: Card) -> CardImport:
     extensions = clean(dict(extensions or {}))
     ours = dict(extensions.get(NAMESPACE) or {}) if isinstance(extensions.get(NAMESPACE), dict) else {}
     v3 = clean({k: data[k] for k in V3_ONLY if k in data})
+    main, pictures = card.image, []
+    if "assets" in data:
+        icon, pictures, v3["assets"] = _assets(data["assets"], card.files, warn, warnings)
+        main = main if main is not None else icon
+        if v3["assets"] is None:
+            del v3["assets"]
     if v3:
         ours["v3"] = v3
     if ours:
@@ -214,7 +243,72 @@ def import_card(card: Card) -> CardImport:
         profile["notes"] = clean_text(ours["notes"])[:MAX_TEXT]
     if language := (ours.get("language") if isinstance(ours.get("language"), str) else None) or card_language(data):
         profile["language"] = clean_text(language)[:MAX_NAME]
-    return CardImport(profile, warnings)
+    return CardImport(profile, warnings, main, pictures)
+
+
+def _assets(
+    value: Any, files: Mapping[str, bytes], warn: Any, warnings: list[Text]
+) -> tuple[bytes | None, list[CardPicture], list[dict[str, Any]] | None]:
+    """A V3 asset list read: the main icon's picture (where the card holds it), our reference images in
+    order, and every other asset to keep (another app's CHARX file inlined as a data URL, within
+    MAX_KEPT_ASSETS). Reference images that cannot be read, and assets that cannot be kept, are
+    named in a warning; nothing here fails the import."""
+    if not isinstance(value, list):
+        warn("left_out", "assets")
+        return None, [], None
+    entries = [clean(a) for a in value if isinstance(a, dict) and isinstance(a.get("uri", ""), str)]
+    if len(entries) != len(value):
+        warn("some_left_out", "assets", count=len(value) - len(entries))
+    icons = [a for a in entries if a.get("type") == "icon"]
+    main_icon = next((a for a in icons if a.get("name") == "main"), icons[0] if icons else None)
+    main = asset_bytes(main_icon.get("uri", ""), files) if main_icon else None
+    pictures: list[CardPicture] = []
+    kept: list[dict[str, Any]] = []
+    dropped: list[str] = []
+    budget = MAX_KEPT_ASSETS
+    for asset in entries:
+        uri, name = str(asset.get("uri", "")), str(asset.get("name", ""))
+        if asset is main_icon:
+            continue  # the main sheet: stored as the character's picture, written anew on export
+        if asset.get("type") == REFERENCE_TYPE:
+            data = asset_bytes(uri, files)
+            ext = str(asset.get("ext") or "png")
+            label = f"{name or 'image'}.{ext}"
+            if data:
+                pictures.append(CardPicture(label, data))
+            else:
+                warnings.append(Text("card.warning.picture_missing", {"picture": label[:200]}))
+            continue
+        if uri.startswith(EMBEDDED) and files:  # another app's file in this CHARX: kept inside its entry
+            data = asset_bytes(uri, files)
+            if data is None or len(data) > budget:
+                dropped.append(name or uri)
+                continue
+            budget -= len(data)
+            asset = {**asset, "uri": data_url(data, str(asset.get("ext", "")))}
+        kept.append(asset)
+    if dropped:
+        warnings.append(Text("card.warning.assets_dropped", {"count": len(dropped), "names": ", ".join(dropped)[:300]}))
+    return main, pictures, kept
+
+
+def asset_bytes(uri: str, files: Mapping[str, bytes]) -> bytes | None:
+    """The bytes an asset URI holds: a base64 data URL, or (in a CHARX) `embeded://path`; else None."""
+    if uri.startswith("data:") and "," in uri:
+        header, payload = uri[5:].split(",", 1)
+        if not header.endswith(";base64"):
+            return None
+        try:
+            return base64.b64decode("".join(payload.split()), validate=True) or None
+        except ValueError:
+            return None
+    prefix = next((p for p in EMBEDDED if uri.lower().startswith(p)), None)
+    return files.get(uri[len(prefix) :]) if prefix else None
+
+
+def data_url(data: bytes, ext: str = "png") -> str:
+    mime = mimetypes.types_map.get(f".{ext.lower()}", "application/octet-stream")
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def _as_list(name: str, value: Any, warn: Any) -> list[str]:
@@ -264,10 +358,13 @@ def card_language(data: dict[str, Any]) -> str | None:
 
 
 def card_data(character: Any) -> dict[str, Any]:
-    """The V2 `data` object for a character; our notes and language ride in our namespace."""
+    """The V2 `data` object for a character; our notes and language ride in our namespace (V3-only
+    fields too, but not the assets: those ride in the V3 card alone)."""
     extensions = dict(character.extensions or {})
     ours = dict(extensions.get(NAMESPACE) or {})
     ours.update(notes=character.notes, language=character.language)
+    if isinstance(ours.get("v3"), dict) and "assets" in ours["v3"]:
+        ours["v3"] = {k: v for k, v in ours["v3"].items() if k != "assets"}
     extensions[NAMESPACE] = ours
     data: dict[str, Any] = {k: getattr(character, k) or "" for k in TEXT_FIELDS}
     data.update({k: list(getattr(character, k) or []) for k in LIST_FIELDS})
@@ -277,22 +374,65 @@ def card_data(character: Any) -> dict[str, Any]:
     return data
 
 
-def write_card_png(character: Any, sheet_png: bytes) -> bytes:
-    """A PNG of the sheet carrying the card twice, as SillyTavern writes it: `chara` (V2) and `ccv3` (V3)."""
+def reference_asset(name: str, uri: str) -> dict[str, Any]:
+    """An extra reference image as a V3 asset of our type: its original name (without extension) and URI."""
+    stem = PurePosixPath(name).stem if "." in name.lstrip(".") else name
+    return {"type": REFERENCE_TYPE, "uri": uri, "name": stem or "image", "ext": "png"}
+
+
+def kept_assets(character: Any) -> list[dict[str, Any]]:
+    """Another app's assets kept from an imported card (never a main icon or one of ours: those are
+    written anew from the character's images)."""
+    ours = (character.extensions or {}).get(NAMESPACE)
+    stored = ours.get("v3", {}).get("assets") if isinstance(ours, dict) and isinstance(ours.get("v3"), dict) else None
+    return [
+        dict(a)
+        for a in stored or []
+        if isinstance(a, dict)
+        and a.get("type") != REFERENCE_TYPE
+        and not (a.get("type") == "icon" and a.get("name") == "main")
+    ]
+
+
+def card_documents(character: Any, assets: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The V2 and V3 card documents, each with the V1 fields at its top for old readers; `assets`
+    (the main icon, our references and the kept ones, in order) go into the V3 card alone."""
     data = card_data(character)
-    v2 = {"spec": "chara_card_v2", "spec_version": "2.0", "data": data}
+    v1 = {k: data[k] for k in V1_FIELDS}
+    v2 = {**v1, "spec": "chara_card_v2", "spec_version": "2.0", "data": data}
     now = int(datetime.now(UTC).timestamp())
     v3_extra = {"nickname": "", "creator_notes_multilingual": {}, "source": [], "group_only_greetings": [],
-                "assets": [{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"}],
-                "creation_date": now, "modification_date": now}  # fmt: skip
-    v3_extra.update(data["extensions"].get(NAMESPACE, {}).get("v3", {}))
-    v3 = {"spec": "chara_card_v3", "spec_version": "3.0", "data": {**data, **v3_extra}}
+                "creation_date": now}  # fmt: skip
+    stored = data["extensions"][NAMESPACE].get("v3")
+    v3_extra.update({k: v for k, v in stored.items() if k in V3_ONLY} if isinstance(stored, dict) else {})
+    v3_extra.update(assets=list(assets), modification_date=now)
+    v3 = {**v1, "spec": "chara_card_v3", "spec_version": "3.0", "data": {**data, **v3_extra}}
+    return v2, v3
+
+
+def write_card_png(character: Any, sheet_png: bytes, extras: Sequence[tuple[str, bytes]] = ()) -> bytes:
+    """A PNG of the main sheet carrying the card twice, as SillyTavern writes it: `chara` (V2) then
+    `ccv3` (V3), both `tEXt`. Each extra reference image `(original name, PNG)` rides in the V3
+    assets as a data URL; a card past MAX_CARD_BYTES (which readers refuse) is refused: CHARX carries it."""
+    references = [reference_asset(name, data_url(data)) for name, data in extras]
+    v2, v3 = card_documents(character, [MAIN_ICON, *references, *kept_assets(character)])
+    chara, ccv3 = _b64(v2), _b64(v3)
+    if max(len(chara), len(ccv3)) // 4 * 3 > MAX_CARD_BYTES:
+        raise CardError("export_too_large", character.name)
     info = PngImagePlugin.PngInfo()
-    info.add_text("chara", _b64(v2))
-    info.add_text("ccv3", _b64(v3))
+    info.add_text("chara", chara)
+    info.add_text("ccv3", ccv3)
     buf = io.BytesIO()
     Image.open(io.BytesIO(sheet_png)).save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
+
+
+def png_card_size(character: Any, extra_sizes: Sequence[int]) -> int:
+    """An upper bound on the V3 card's decoded JSON for extra images of these sizes, without building it:
+    whether a PNG card would fit under MAX_CARD_BYTES."""
+    _, v3 = card_documents(character, [MAIN_ICON, *kept_assets(character)])
+    base = len(json.dumps(clean(v3), ensure_ascii=False).encode("utf-8"))
+    return base + sum(4 * ((size + 2) // 3) + 1_000 for size in extra_sizes)  # base64, and the entry around it
 
 
 def _b64(document: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ validated (`core.sheets.check_uploads`); profiles are checked against the one pr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,7 +17,8 @@ from sqlmodel import Session
 
 from core import access
 from core.backend import Backend
-from core.cards import import_card, read_card, write_card_png
+from core.cards import MAX_CARD_BYTES, import_card, png_card_size, read_card, write_card_png
+from core.charx import is_charx, read_charx, write_charx
 from core.errors import Refused
 from core.i18n import Text
 from core.lore import Lorebook
@@ -27,7 +28,7 @@ from core.sheets import ImageLimits, ImageRejected, PreparedImage, prepare_image
 from core.text import clean
 from core.users import Actor
 from storage import characters as chars
-from storage.images import Picture
+from storage.images import Picture, image_sizes
 from storage.tables import Character, SheetImage
 
 
@@ -113,6 +114,13 @@ def main_sheet(db: Engine, actor: Actor, character_id: int) -> Picture[SheetImag
         return sheet
 
 
+def prompt_images(db: Engine, actor: Actor, character_id: int) -> list[PromptImage]:
+    """Every reference image as the model sees it (main sheet first): for reading the sheet again."""
+    with Session(db) as session:
+        access.character(session, actor, character_id)
+        return [PromptImage(row.sha256, data) for row, data in chars.sheets(session, character_id)]
+
+
 def add_images(db: Engine, actor: Actor, character_id: int, new: Sequence[PreparedImage]) -> None:
     with access.writing(db) as session:
         access.character(session, actor, character_id, write=True)
@@ -141,7 +149,7 @@ def warm_up(db: Engine, actor: Actor, backend: Backend, character_id: int) -> No
         return  # nothing loaded: a warm-up never loads the model
     with Session(db) as session:
         character = access.character(session, actor, character_id)
-        prefix = character_prefix(session, character, actor.user_name)
+        prefix = character_prefix(session, character, actor)
     backend.warm(prefix, tag=f"character:{character_id}")
 
 
@@ -150,45 +158,84 @@ def lore(character: Character) -> Lorebook:
     return Lorebook.from_card(character.character_book)
 
 
-def character_prefix(session: Session, character: Character, user_name: str = "you") -> CharacterPrompt:
-    """The character as the model meets it: instruction, every reference image (main sheet first), lore;
-    `user_name` is who the character talks to ({{user}} in its card)."""
+def character_prefix(session: Session, character: Character, actor: Actor) -> CharacterPrompt:
+    """The character as the model meets it: instruction, every reference image (main sheet first), lore,
+    and who it talks to (the actor's persona: {{user}} in its card)."""
     sheets = [PromptImage(row.sha256, data) for row, data in chars.sheets(session, character.id)]
-    return character_prompt(profile_of(character), sheets, lore(character), user_name)
+    persona = actor.persona.description
+    return character_prompt(profile_of(character), sheets, lore(character), actor.user_name, persona)
 
 
 # -- Tavern cards --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CardDraft:
-    """A card read from a file, not stored yet: its profile fills a form, its picture can be the sheet."""
+    """A card read from a file, not stored yet: its profile fills a form, its picture can be the sheet,
+    its extra pictures (every other reference image it carries, in order) follow it."""
 
     profile: dict[str, Any]
     picture: PreparedImage | None = field(default=None, repr=False)
     picture_error: ImageRejected | None = None
-    warnings: tuple[Text, ...] = ()  # fields changed or left out, by name
+    warnings: tuple[Text, ...] = ()  # fields changed or left out, by name; pictures that could not be read
+    extra_pictures: tuple[PreparedImage, ...] = field(default=(), repr=False)
 
 
 def read_card_file(raw: bytes, name: str, limits: ImageLimits | None = None) -> CardDraft:
-    """Parse a card (PNG or JSON); raises `CardError`. Its picture is validated like any upload."""
-    card = read_card(raw, name)
+    """Parse a card (PNG, JSON or CHARX); raises `CardError` (or `ArchiveError` for an unsafe zip).
+    Every picture is validated like any upload: a bad main picture is `picture_error`, a bad extra one
+    a warning."""
+    card = read_charx(raw, name) if is_charx(raw, name) else read_card(raw, name)
     imported = import_card(card)
-    profile, warnings = imported.profile, tuple(imported.warnings)
-    if card.image is None:
-        return CardDraft(profile, warnings=warnings)
+    profile, warnings = imported.profile, list(imported.warnings)
+    extras: list[PreparedImage] = []
+    for extra in imported.pictures:
+        try:
+            extras.append(prepare_image(extra.data, extra.name, limits))
+        except ImageRejected as exc:
+            warnings.append(exc.text)
+    draft = CardDraft(profile, warnings=tuple(warnings), extra_pictures=tuple(extras))
+    if imported.main is None:
+        return draft
+    main_name = name if card.image is not None else f"{name.rsplit('.', 1)[0] or 'card'}.png"
     try:
-        return CardDraft(profile, prepare_image(card.image, name, limits), warnings=warnings)
+        return replace(draft, picture=prepare_image(imported.main, main_name, limits))
     except ImageRejected as exc:
-        return CardDraft(profile, picture_error=exc, warnings=warnings)
+        return replace(draft, picture_error=exc)
+
+
+def _card_sheets(session: Session, actor: Actor, character_id: int) -> tuple[Character, list[tuple[str, bytes]]]:
+    """The character and every reference image `(original name, PNG)`, main sheet first."""
+    character = access.character(session, actor, character_id)
+    sheets = chars.sheets(session, character_id)
+    if not sheets or sheets[0].row.position != 0:
+        raise Refused("no_main_sheet")
+    return character, [(row.original_name, data) for row, data in sheets]
 
 
 def export_card(db: Engine, actor: Actor, character_id: int) -> bytes:
-    """The character as a card PNG (V2 and V3 data on the main sheet), readable by SillyTavern."""
+    """The character as a card PNG readable by SillyTavern: V2 and V3 data on the main sheet, every
+    other reference image in the V3 assets. Raises `CardError` when that would pass what card readers
+    take (`png_card_fits` says so beforehand): CHARX carries any number of images."""
+    with Session(db) as session:
+        character, sheets = _card_sheets(session, actor, character_id)
+        (_, main), extras = sheets[0], sheets[1:]
+        return write_card_png(character, main, extras)
+
+
+def png_card_fits(db: Engine, actor: Actor, character_id: int) -> bool:
+    """Whether the PNG card stays within what card readers take, measured from the images' stored
+    sizes (no picture is read)."""
     with Session(db) as session:
         character = access.character(session, actor, character_id)
-        sheet = chars.get_main_image(session, character_id)
-        if sheet is None:
-            raise Refused("no_main_sheet")
-        return write_card_png(character, sheet.data)
+        rows = chars.get_images(session, character_id)
+        sizes = image_sizes(session, SheetImage, [row.id for row in rows if row.position != 0])
+        return png_card_size(character, list(sizes.values())) <= MAX_CARD_BYTES
+
+
+def export_charx(db: Engine, actor: Actor, character_id: int) -> bytes:
+    """The character as a CHARX (the V3 zip): `card.json` and every reference image as a file, in order."""
+    with Session(db) as session:
+        character, sheets = _card_sheets(session, actor, character_id)
+        return write_charx(character, sheets)
 
 
 def _checked(values: dict[str, Any]) -> dict[str, Any]:

@@ -259,6 +259,14 @@ STRINGS: dict[str, dict[str, str]] = {
         "zh": "这条消息已不存在（可能已在其他标签页中删除）。",
     },
     "notfound.image": {"en": "That image is not here any more.", "zh": "这张图片已不存在。"},
+    "refused.persona_name_too_long": {
+        "en": "Your name for the characters can be at most {limit} characters long.",
+        "zh": "角色称呼你的名字最多 {limit} 个字符。",
+    },
+    "refused.persona_description_too_long": {
+        "en": "Your description can be at most {limit} characters long: every character reads it before each reply.",
+        "zh": "你的简介最多 {limit} 个字符：每个角色在每次回复前都会读它。",
+    },
     "notfound.user": {"en": "There is nobody by that name here.", "zh": "这里没有这个人。"},
     "refused.not_yours": {
         "en": "“{name}” is shared with you to chat with and copy; only its owner can change it. Copy it to "
@@ -350,6 +358,52 @@ STRINGS: dict[str, dict[str, str]] = {
     },
     # Shared.
     "ui.language": {"en": "Language", "zh": "界面语言"},
+    # Read the sheet: a profile drafted from the pictures.
+    "draft.title": {"en": "Read the sheet", "zh": "读取设定图"},
+    "draft.why": {
+        "en": "The model looks at the pictures and your notes and drafts the profile below, in the reply language. "
+        "Check and edit every field before saving.",
+        "zh": "模型会查看图片和你的备注，用回复语言起草下方的角色资料。保存前请检查并修改每一项。",
+    },
+    "draft.all": {"en": "Draft the profile", "zh": "起草角色资料"},
+    "draft.one_field": {"en": "Or one field", "zh": "或只起草一项"},
+    "draft.again": {"en": "Draft this field", "zh": "起草此项"},
+    "draft.needs_sheet": {"en": "Upload the main reference sheet first.", "zh": "请先上传主设定图。"},
+    "draft.reading": {"en": "Reading the sheet…", "zh": "正在读取设定图…"},
+    "draft.progress": {"en": "{found} of {total} fields drafted", "zh": "已起草 {found}/{total} 项"},
+    "draft.done": {
+        "en": "Drafted {count} fields: {fields}. Check them below and edit before saving.",
+        "zh": "已起草 {count} 项：{fields}。请在下方检查并修改后再保存。",
+        "en_one": "Drafted {fields}. Check it below and edit before saving.",
+    },
+    "draft.stopped": {
+        "en": "Stopped. {count} fields were drafted before that: {fields}.",
+        "zh": "已停止。停止前起草了 {count} 项：{fields}。",
+        "en_one": "Stopped. {fields} was drafted before that.",
+    },
+    "draft.unreadable": {
+        "en": "The model's answer was not a profile the app could read, so it was added to the notes as text.",
+        "zh": "模型的回答无法读取为角色资料，已作为文本添加到备注中。",
+    },
+    "draft.nothing": {"en": "The model wrote nothing. Try again.", "zh": "模型没有写出任何内容。请重试。"},
+    "draft.leftover_heading": {"en": "From reading the sheet:", "zh": "读取设定图所得："},
+    # The user's persona.
+    "persona.button": {"en": "You: {name}", "zh": "你：{name}"},
+    "persona.nobody": {"en": "set your name", "zh": "设置你的名字"},
+    "persona.why": {
+        "en": "Who you are to the characters. They call you by this name ({{user}} in cards) and know what you "
+        "write here, from their next reply on.",
+        "zh": "你在角色眼中的身份。角色会用这个名字称呼你（即角色卡中的 {{user}}），"
+        "并了解你在此写下的内容，从下一次回复起生效。",
+    },
+    "persona.name": {"en": "Your name", "zh": "你的名字"},
+    "persona.name_placeholder": {"en": "e.g. Alex", "zh": "例如：小林"},
+    "persona.description": {"en": "About you (optional)", "zh": "关于你（可选）"},
+    "persona.description_placeholder": {
+        "en": "e.g. A travelling painter who has just arrived in town.",
+        "zh": "例如：刚到镇上的旅行画家。",
+    },
+    "persona.saved": {"en": "Saved: the characters know you by your new name.", "zh": "已保存：角色会用新名字称呼你。"},
     "common.cancel": {"en": "Cancel", "zh": "取消"},
     "common.delete": {"en": "Delete", "zh": "删除"},
     "common.save": {"en": "Save", "zh": "保存"},
@@ -507,6 +561,65 @@ STRINGS: dict[str, dict[str, str]] = {
         "zh": "“{title}” 及其所有消息都将被删除，且无法恢复。",
     },
     "chat.settings": {"en": "Reply settings", "zh": "回复设置"},
+    # Chats as files (core.chat_files): export, import, and the errors that name the file and line.
+    "chatfile.export_md": {"en": "Download as Markdown", "zh": "下载为 Markdown"},
+    "chatfile.export_jsonl": {"en": "Download for SillyTavern (JSONL)", "zh": "下载为 SillyTavern 聊天（JSONL）"},
+    "chatfile.import": {"en": "Import a SillyTavern chat (.jsonl)", "zh": "导入 SillyTavern 聊天（.jsonl）"},
+    "chatfile.import_help": {
+        "en": "It becomes a new conversation with this character; alternatives (swipes) are kept.",
+        "zh": "将成为与该角色的新对话；备选回复（swipes）会保留。",
+    },
+    "chatfile.imported": {
+        "en": "Imported “{title}”: {count} messages.",
+        "en_one": "Imported “{title}”: 1 message.",
+        "zh": "已导入 “{title}”：{count} 条消息。",
+    },
+    "chatfile.skipped_system": {
+        "en": "{count} system notes were left out (SillyTavern keeps them out of the prompt too).",
+        "en_one": "1 system note was left out (SillyTavern keeps it out of the prompt too).",
+        "zh": "已略过 {count} 条系统消息（SillyTavern 也不会把它们放进提示词）。",
+    },
+    "chatfile.too_large": {
+        "en": "“{name}” is {size_mb} MB; a chat file can be at most {limit_mb} MB.",
+        "zh": "“{name}” 有 {size_mb} MB，聊天文件最大 {limit_mb} MB。",
+    },
+    "chatfile.not_text": {
+        "en": "“{name}” is not a text file, so it is not a SillyTavern chat (.jsonl).",
+        "zh": "“{name}” 不是文本文件，因此不是 SillyTavern 聊天（.jsonl）。",
+    },
+    "chatfile.not_json": {
+        "en": "“{name}”, line {line}: this is not JSON. A SillyTavern chat (.jsonl) has one JSON object per line.",
+        "zh": "“{name}” 第 {line} 行不是 JSON。SillyTavern 聊天（.jsonl）每行一个 JSON 对象。",
+    },
+    "chatfile.not_object": {
+        "en": "“{name}”, line {line}: expected a chat message (a JSON object {{…}}), found something else.",
+        "zh": "“{name}” 第 {line} 行：应为一条聊天消息（JSON 对象 {{…}}），但不是。",
+    },
+    "chatfile.not_chat": {
+        "en": "“{name}” is not a SillyTavern chat: its first line is neither a chat header (user_name, "
+        "character_name) nor a message.",
+        "zh": "“{name}” 不是 SillyTavern 聊天：第一行既不是聊天头（user_name、character_name），也不是消息。",
+    },
+    "chatfile.not_message": {
+        "en": "“{name}”, line {line}: a message without its text (“mes”).",
+        "zh": "“{name}” 第 {line} 行：消息缺少正文（“mes”）。",
+    },
+    "chatfile.too_many": {
+        "en": "“{name}” has more than {limit} messages or alternatives. Split the chat in SillyTavern first.",
+        "zh": "“{name}” 的消息或备选回复超过 {limit} 条。请先在 SillyTavern 中拆分该聊天。",
+    },
+    "chatfile.empty": {"en": "“{name}” has no messages to import.", "zh": "“{name}” 中没有可导入的消息。"},
+    "chatfile.md.between": {
+        "en": "A conversation between {user} and {character}, started {date}.",
+        "zh": "{user} 与 {character} 的对话，开始于 {date}。",
+    },
+    "chatfile.md.alternatives": {
+        "en": "{count} other alternatives",
+        "en_one": "1 other alternative",
+        "zh": "另有 {count} 个备选回复",
+    },
+    "chatfile.md.alternative": {"en": "Alternative {number} of {total}", "zh": "备选 {number}/{total}"},
+    "chatfile.md.image": {"en": "[image]", "zh": "[图片]"},
     "chat.settings_saved": {"en": "Reply settings saved.", "zh": "回复设置已保存。"},
     "chat.loading_model": {"en": "Loading the model (first reply only)…", "zh": "正在加载模型（仅第一次回复）…"},
     "chat.model_failed": {"en": "The model could not be loaded", "zh": "模型加载失败"},
@@ -572,6 +685,87 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "The shortest reply must be between 0 and the longest reply; got {value}.",
         "zh": "最短回复必须在 0 到最长回复之间；当前为 {value}。",
     },
+    # Zip files (CHARX cards, backups).
+    "archive.not_zip": {
+        "en": "“{name}” is not a zip file (or it is damaged), so it cannot be opened.",
+        "zh": "“{name}” 不是 zip 文件（或已损坏），无法打开。",
+    },
+    "archive.unsafe_path": {
+        "en": "“{name}” holds a file named “{member}”, which would land outside its folder; nothing was read.",
+        "zh": "“{name}” 中有名为 “{member}” 的文件，会被解压到目录之外；未读取任何内容。",
+    },
+    "archive.too_many": {
+        "en": "“{name}” holds {count} files; the limit is {limit}. Nothing was read.",
+        "zh": "“{name}” 包含 {count} 个文件，上限为 {limit}。未读取任何内容。",
+    },
+    "archive.too_large": {
+        "en": "“{name}” unpacks to more than {limit_mb} MB (at “{member}”); nothing was read.",
+        "zh": "“{name}” 解压后超过 {limit_mb} MB（在 “{member}” 处）；未读取任何内容。",
+    },
+    "archive.damaged": {
+        "en": "“{member}” inside “{name}” is damaged and cannot be unpacked; nothing was read.",
+        "zh": "“{name}” 中的 “{member}” 已损坏，无法解压；未读取任何内容。",
+    },
+    # Library backup and restore.
+    "backup.not_backup": {
+        "en": "“{name}” is not a RefSheet Chat backup (it has no readable manifest.json). Nothing was restored.",
+        "zh": "“{name}” 不是 RefSheet Chat 备份（没有可读取的 manifest.json）。未恢复任何内容。",
+    },
+    "backup.newer": {
+        "en": "“{name}” was made by a newer version of RefSheet Chat (backup format {version}). Update the app, "
+        "then restore it. Nothing was restored.",
+        "zh": "“{name}” 由更新版本的 RefSheet Chat 生成（备份格式 {version}）。请先更新应用再恢复。未恢复任何内容。",
+    },
+    "backup.missing": {
+        "en": "“{member}” is missing from “{name}”: the backup is incomplete. Nothing was restored.",
+        "zh": "“{name}” 中缺少 “{member}”：备份不完整。未恢复任何内容。",
+    },
+    "backup.checksum": {
+        "en": "“{member}” in “{name}” does not match its checksum: the file is damaged or was changed. "
+        "Nothing was restored.",
+        "zh": "“{name}” 中的 “{member}” 与校验和不符：文件已损坏或被改动。未恢复任何内容。",
+    },
+    "backup.unlisted": {
+        "en": "“{name}” holds “{member}”, which its manifest does not list: the file was changed. "
+        "Nothing was restored.",
+        "zh": "“{name}” 中有清单未列出的 “{member}”：文件被改动过。未恢复任何内容。",
+    },
+    "backup.bad_rows": {
+        "en": "“{member}” in “{name}” (line {line}) holds data that cannot be restored: {detail}. "
+        "Nothing was restored.",
+        "zh": "“{name}” 中的 “{member}”（第 {line} 行）包含无法恢复的数据：{detail}。未恢复任何内容。",
+    },
+    "backup.bad_image": {
+        "en": "The picture “{member}” in “{name}” is not the image its row describes. Nothing was restored.",
+        "zh": "“{name}” 中的图片 “{member}” 与其记录不符。未恢复任何内容。",
+    },
+    "backup.title": {"en": "Backup and restore", "zh": "备份与恢复"},
+    "backup.scope_own": {
+        "en": "A backup holds your characters and your conversations (with every image) in one zip file. "
+        "Restoring one adds only what this library lacks, as yours.",
+        "zh": "备份会把你的角色和你的对话（含所有图片）存成一个 zip 文件。恢复时只添加本角色库中没有的内容，归你所有。",
+    },
+    "backup.scope_everyone": {
+        "en": "A backup holds every character and conversation of this library, everyone's (with every image), "
+        "in one zip file. Restoring one adds only what is missing, each to its owner.",
+        "zh": "备份会把本角色库中所有人的全部角色和对话（含所有图片）存成一个 zip 文件。恢复时只添加缺少的内容，"
+        "各归其主。",
+    },
+    "backup.download": {"en": "Download a backup", "zh": "下载备份"},
+    "backup.upload": {"en": "Restore from a backup (.zip)", "zh": "从备份恢复（.zip）"},
+    "backup.restore": {"en": "Restore", "zh": "恢复"},
+    "backup.report": {
+        "en": "Restored “{name}”: {characters} characters added ({characters_skipped} already here), "
+        "{conversations} conversations added ({conversations_skipped} already here), {messages} messages and "
+        "{images} images.",
+        "zh": "已恢复 “{name}”：新增 {characters} 个角色（{characters_skipped} 个已存在），新增 {conversations} 个对话"
+        "（{conversations_skipped} 个已存在），{messages} 条消息，{images} 张图片。",
+    },
+    "backup.unattached": {
+        "en": "{count} conversations were left out: their character is not in this library, or not one you may see.",
+        "en_one": "1 conversation was left out: its character is not in this library, or not one you may see.",
+        "zh": "有 {count} 个对话未恢复：其角色不在本角色库中，或你无权查看。",
+    },
     # Character cards.
     "card.not_card": {
         "en": "“{name}” is not a character card. Import a Tavern card: a PNG with card data, or its .json file.",
@@ -626,9 +820,32 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "The character card in “{name}” is damaged and cannot be read.",
         "zh": "“{name}” 中的角色卡已损坏，无法读取。",
     },
+    "card.charx_no_card": {
+        "en": "“{name}” is a zip without a card.json at its root, so it is not a CHARX character card.",
+        "zh": "“{name}” 是一个根目录下没有 card.json 的 zip 文件，不是 CHARX 角色卡。",
+    },
+    "card.charx_not_v3": {
+        "en": "The card.json in “{name}” is not a Character Card V3, which a CHARX file must hold.",
+        "zh": "“{name}” 中的 card.json 不是 CHARX 文件必须包含的 V3 角色卡（Character Card V3）。",
+    },
+    "card.export_too_large": {
+        "en": "“{name}” has too many or too large reference images for a PNG card (its card data would pass "
+        "16 MB, more than card readers take). Export it as CHARX, which carries every image.",
+        "zh": "“{name}” 的参考图太多或太大，无法放进 PNG 角色卡（卡片数据会超过 16 MB，超出读卡程序的上限）。"
+        "请导出为 CHARX，它能带上每一张图。",
+    },
+    "card.warning.picture_missing": {
+        "en": "The card's reference image “{picture}” has no readable picture data; it was left out.",
+        "zh": "角色卡的参考图 “{picture}” 没有可读取的图片数据，已略去。",
+    },
+    "card.warning.assets_dropped": {
+        "en": "{count} of the card's other assets ({names}) are missing from the file or too large to keep; "
+        "they were left out and will not be in an export.",
+        "zh": "角色卡的 {count} 个其他资源（{names}）在文件中缺失或过大无法保留，已略去，导出时也不会包含。",
+    },
     "create.import_card": {
-        "en": "Import a character card (optional: SillyTavern PNG or JSON)",
-        "zh": "导入角色卡（可选：SillyTavern 的 PNG 或 JSON）",
+        "en": "Import a character card (optional: SillyTavern PNG, JSON or CHARX)",
+        "zh": "导入角色卡（可选：SillyTavern 的 PNG、JSON 或 CHARX）",
     },
     "create.card_loaded": {
         "en": "Card “{name}” loaded: its fields fill the form below, and its picture is the main sheet unless you "
@@ -637,6 +854,11 @@ STRINGS: dict[str, dict[str, str]] = {
     },
     "create.card_picture": {"en": "Card picture", "zh": "角色卡图片"},
     "library.export_card": {"en": "Export character card (PNG)", "zh": "导出角色卡（PNG）"},
+    "library.export_charx": {"en": "Export character card (CHARX)", "zh": "导出角色卡（CHARX）"},
+    "library.png_too_large": {
+        "en": "Too many or too large reference images for a PNG card (over 16 MB of card data); export CHARX.",
+        "zh": "参考图太多或太大，无法放进 PNG 角色卡（卡片数据超过 16 MB）；请导出 CHARX。",
+    },
 }
 
 

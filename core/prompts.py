@@ -94,8 +94,11 @@ def language_name(language: str) -> str:
     return REPLY_LANGUAGES.get(language, language or DEFAULT_LANGUAGE)
 
 
-def build_instruction(profile: Profile, extra_images: int, known: Sequence[str] = (), user: str = "you") -> str:
-    """The character instruction, following the seed's rules (in character, oral, no meta talk)."""
+def build_instruction(
+    profile: Profile, extra_images: int, known: Sequence[str] = (), user: str = "you", about_user: str = ""
+) -> str:
+    """The character instruction, following the seed's rules (in character, oral, no meta talk).
+    `user`/`about_user`: the user's persona, so the character knows whom it is talking with."""
     name = profile.name.strip() or "the character shown in the reference sheet"
     lang = language_name(profile.language)
     fill = lambda s: fill_placeholders(s.strip(), profile.name.strip() or "I", user)  # noqa: E731
@@ -117,6 +120,10 @@ def build_instruction(profile: Profile, extra_images: int, known: Sequence[str] 
         lines += ["", "About you:", *facts]
     if known:
         lines += ["", "What you know:", *(f"- {fill(k)}" for k in known)]
+    if user != "you" or about_user.strip():
+        lines += ["", f"You are talking with {user}." if user != "you" else "About the user you are talking with:"]
+        if about_user.strip():
+            lines.append(fill(about_user))
     if profile.mes_example.strip():
         lines += ["", "How you talk (examples):", fill(profile.mes_example)]
     if profile.system_prompt.strip():
@@ -140,17 +147,23 @@ def kickoff_line(profile: Profile) -> str:
 
 
 def character_prompt(
-    profile: Profile, sheets: Sequence[PromptImage], lore: Lorebook | None = None, user: str = "you"
+    profile: Profile,
+    sheets: Sequence[PromptImage],
+    lore: Lorebook | None = None,
+    user: str = "you",
+    about_user: str = "",
 ) -> CharacterPrompt:
     """The character prefix; constant lore joins the instruction, keyword lore waits for its keys.
-    `user` is who the character talks to: {{user}} in the card and its lore."""
+    `user` is who the character talks to ({{user}} in the card and its lore), `about_user` what the
+    user's persona says of them."""
     if not sheets:
         raise ValueError("A character prompt needs at least the main reference sheet.")
     lore = lore or Lorebook()
     name = profile.name.strip() or "I"
     filled = Lorebook(tuple(replace(e, content=fill_placeholders(e.content, name, user)) for e in lore.entries),
                       lore.scan_depth)  # fmt: skip
-    instruction = build_instruction(profile, len(sheets) - 1, [e.content for e in filled.constant], user)
+    known = [e.content for e in filled.constant]
+    instruction = build_instruction(profile, len(sheets) - 1, known, user, about_user)
     return CharacterPrompt(instruction, tuple(sheets), kickoff_line(profile), filled)
 
 

@@ -150,7 +150,7 @@ def _request(session: Session, actor: Actor, conversation_id: int, before_turn: 
         images = tuple(PromptImage(a.sha256, data) for a, data in convs.attachment_pictures(session, m.attachment_ids))
         history.append(Turn(m.role, m.text, images))
     return ReplyRequest(
-        prefix=character_prefix(session, character, actor.user_name),
+        prefix=character_prefix(session, character, actor),
         history=tuple(history),
         sampler=sampler(conversation),
         conversation_key=f"conversation:{conversation_id}",

@@ -8,7 +8,7 @@ the identity provider says into an actor, after the allow-lists (`REFSHEET_ALLOW
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -16,8 +16,20 @@ from sqlmodel import Session
 from core import access
 from core.errors import NotFound, Refused, UserError
 from core.settings import Settings
+from core.text import clean_text
 from storage import users
 from storage.tables import LOCAL_USER_ID, User
+
+MAX_PERSONA_NAME = 100  # characters
+MAX_PERSONA_DESCRIPTION = 2_000  # characters: a paragraph, read by every character in every reply
+
+
+@dataclass(frozen=True)
+class Persona:
+    """Who the user is to the characters: the name they call them by, and what they know of them."""
+
+    name: str = ""
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -25,13 +37,16 @@ class Actor:
     """The person on whose behalf a service runs. `id` is what rows record as their owner."""
 
     id: int
-    display_name: str = ""  # fills {{user}} in cards and greetings ("you" when empty)
+    display_name: str = ""  # the provider's name for them
     email: str = ""
     is_admin: bool = False
+    persona: Persona = field(default_factory=Persona)
 
     @property
     def user_name(self) -> str:
-        return self.display_name.strip() or "you"
+        """Who the characters talk to ({{user}} in cards and greetings): the persona's name, else the
+        provider's, else "you"."""
+        return self.persona.name.strip() or self.display_name.strip() or "you"
 
 
 LOCAL_USER = Actor(id=LOCAL_USER_ID, is_admin=True)  # the one user of an install without sign-in
@@ -92,6 +107,29 @@ def sign_in(db: Engine, identity: Identity, policy: Policy) -> Actor:
     with access.writing(db) as session:
         user = users.signed_in(session, identity.issuer, identity.subject, identity.email, identity.name)
         return Actor(user.id, user.name or user.email, user.email, policy.is_admin(identity))
+
+
+def with_persona(db: Engine, actor: Actor) -> Actor:
+    """The actor with their saved persona (one row read by its key: cheap enough for every page run)."""
+    with Session(db) as session:
+        user = users.get_user(session, actor.id)
+    if user is None:
+        return actor
+    return replace(actor, persona=Persona(user.persona_name, user.persona_description))
+
+
+def save_persona(db: Engine, actor: Actor, name: str, description: str) -> Actor:
+    """Save who the user is to the characters (per person with sign-in; the one local user without);
+    returns the actor with it. Too long a name or description is refused, saying the limit."""
+    name, description = clean_text(name).strip(), clean_text(description).strip()
+    if len(name) > MAX_PERSONA_NAME:
+        raise Refused("persona_name_too_long", limit=MAX_PERSONA_NAME)
+    if len(description) > MAX_PERSONA_DESCRIPTION:
+        raise Refused("persona_description_too_long", limit=MAX_PERSONA_DESCRIPTION)
+    with access.writing(db) as session:
+        if not users.set_persona(session, actor.id, name, description):
+            raise NotFound("user", id=actor.id)
+    return replace(actor, persona=Persona(name, description))
 
 
 def people(db: Engine, actor: Actor) -> list[User]:

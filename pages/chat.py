@@ -17,6 +17,7 @@ from ui.chat import (
     stream_reply,
     take_plan,
 )
+from ui.chat_files import export_buttons, import_chat
 from ui.language import say, tr
 from ui.markdown import inert
 from ui.widgets import (
@@ -134,6 +135,11 @@ with st.sidebar:
             st.rerun()
         if st.button(tr("chat.delete"), key="delete_conversation", icon=":material/delete:"):
             ask_to_confirm("confirm_conv_delete", conversation_id=conversation_id, title=conversation.title)
+            st.rerun()
+        export_buttons(character, conversation)
+    with st.expander(tr("chatfile.import"), icon=":material/upload_file:"):
+        if (imported := import_chat(character_id)) is not None:
+            show(character_id, imported)
             st.rerun()
     sampler_form(conversation, backend)
     status_slot = st.empty()

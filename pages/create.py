@@ -3,12 +3,13 @@
 import streamlit as st
 
 from core import characters
-from core.cards import CardError
 from core.errors import UserError
 from core.lore import Lorebook
 from core.profile import EDITABLE
+from core.prompts import PromptImage
 from core.sheets import UPLOAD_EXTENSIONS
 from ui import resources
+from ui.draft import apply_draft, draft_controls
 from ui.language import reply_language, say, tr
 from ui.markdown import inert
 from ui.profile_form import profile_inputs, shown_value
@@ -41,13 +42,13 @@ form = st.session_state.setdefault("create_form", 0)  # bump to clear every widg
 # A SillyTavern card is an optional shortcut, so it comes first: it fills the form below, and its
 # picture is the main sheet unless one is uploaded.
 with st.expander(tr("create.import_card"), icon=":material/badge:"):
-    card_file = st.file_uploader(tr("create.import_card"), type=["png", "json"], key=f"card_{form}",
+    card_file = st.file_uploader(tr("create.import_card"), type=["png", "json", "charx"], key=f"card_{form}",
                                  label_visibility="collapsed")  # fmt: skip
 card_profile: dict = {}
-card_sheet = []
+card_sheet, card_extras = [], []  # the card's picture, and its other reference images
 if card_file is not None:
     draft = card_upload(card_file)
-    if isinstance(draft, CardError):
+    if isinstance(draft, UserError):  # not a card, or an unsafe CHARX zip
         st.error(say(draft), icon=":material/badge:")
     else:
         card_profile = {"language": reply_language(), **draft.profile}
@@ -59,6 +60,7 @@ if card_file is not None:
         for warning in draft.warnings:
             st.warning(say(warning), icon=":material/badge:")
         card_sheet = [draft.picture] if draft.picture else []
+        card_extras = list(draft.extra_pictures)  # stored after the main sheet, before uploaded extras
         if draft.picture_error:
             st.error(say(draft.picture_error), icon=":material/broken_image:")
 
@@ -75,6 +77,7 @@ extra_files = st.file_uploader(
 main_images, errors = checked_uploads([main_file] if main_file else [])
 main_images = main_images or ([] if main_file else card_sheet)
 extra_images, extra_errors = checked_uploads(extra_files or [])
+extra_images = card_extras + extra_images
 errors += extra_errors
 for message in errors:
     st.error(message, icon=":material/broken_image:")
@@ -82,10 +85,12 @@ if main_images or extra_images:
     previews = st.columns(6)
     for i, image in enumerate(main_images + extra_images):
         caption = tr("create.main_caption") if i == 0 and main_images else image.original_name
-        if image in card_sheet:
+        if image in card_sheet or image in card_extras:
             caption = f"{caption} · {tr('create.card_picture')}"
         previews[i % 6].image(image.thumbnail, caption=caption)
 
+apply_draft(form)  # a draft from "Read the sheet" fills the inputs below, before they are drawn
+draft_controls(backend, form, [PromptImage(image.sha256, image.data) for image in main_images + extra_images])
 profile = profile_inputs(BASICS, {"language": reply_language()}, key_suffix=form)
 with st.expander(tr("create.more"), expanded=bool(card_profile)):
     profile |= profile_inputs(MORE, key_suffix=form)

@@ -7,6 +7,8 @@ from core.errors import NotFound, UserError
 from core.profile import EDITABLE
 from core.sheets import UPLOAD_EXTENSIONS
 from ui import resources
+from ui.backup import backup_panel
+from ui.draft import apply_draft, draft_controls
 from ui.language import say, tr
 from ui.markdown import inert
 from ui.profile_form import profile_inputs
@@ -33,7 +35,10 @@ st.title(tr("library.title"))
 
 
 def close_editor() -> None:
-    st.session_state.pop("editing", None)
+    """Leave the editor; its inputs are forgotten, so reopening shows the character as stored."""
+    if (editing := st.session_state.pop("editing", None)) is not None:
+        for name in EDITABLE:
+            st.session_state.pop(f"{name}_e{editing}", None)
 
 
 def delete_character(character_id: int, name: str, conversations: int) -> None:
@@ -77,8 +82,11 @@ def editor(character_id: int) -> None:
     st.subheader(inert(character.name) or tr("common.unnamed"))
     share_switch(character, actor)
 
+    suffix = f"e{character_id}"  # the inputs keep their values under `<field>_e<id>`: a draft can fill them
+    apply_draft(suffix)
+    draft_controls(backend, suffix, lambda: characters.prompt_images(db, actor, character_id))
     with st.form(f"edit_{character_id}"):
-        changes = profile_inputs(EDITABLE, character.model_dump())
+        changes = profile_inputs(EDITABLE, character.model_dump(), key_suffix=suffix)
         if st.form_submit_button(tr("common.save"), type="primary", icon=":material/save:"):
             try:
                 characters.update(db, actor, character_id, changes)
@@ -89,12 +97,23 @@ def editor(character_id: int) -> None:
                 st.toast(tr("library.saved"), icon=":material/save:")
                 st.rerun()
 
-    st.download_button(
+    png, charx = st.columns(2)
+    fits = characters.png_card_fits(db, actor, character_id)  # measured from stored sizes; no picture read
+    png.download_button(
         tr("library.export_card"),
         data=lambda: characters.export_card(db, actor, character_id),  # built only when clicked
         file_name=f"{character.name or 'character'}.png",
         mime="image/png",
         icon=":material/download:",
+        disabled=not fits,
+        help=None if fits else tr("library.png_too_large"),
+    )
+    charx.download_button(
+        tr("library.export_charx"),
+        data=lambda: characters.export_charx(db, actor, character_id),  # every reference image, as files
+        file_name=f"{character.name or 'character'}.charx",
+        mime="application/zip",
+        icon=":material/folder_zip:",
     )
 
     lore_list(characters.lore(character))  # from an imported card: what the character may draw on
@@ -135,6 +154,7 @@ if (editing := st.session_state.get("editing")) is not None:
     st.stop()
 
 hand_over_panel(actor)
+backup_panel(actor)
 query = st.text_input(
     tr("library.search"),
     placeholder=tr("library.search_placeholder"),

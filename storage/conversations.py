@@ -147,6 +147,24 @@ def append_message(
     return message
 
 
+def insert_conversation(session: Session, conversation: Conversation, messages: Sequence[Message]) -> Conversation:
+    """A whole conversation at once, messages with their turns, variants and times already set (an
+    imported chat): one flush, in the caller's transaction."""
+    session.add(conversation)
+    session.flush()
+    for message in messages:
+        message.conversation_id = conversation.id
+    session.add_all(messages)
+    session.flush()
+    return conversation
+
+
+def all_messages(session: Session, conversation_id: int) -> list[Message]:
+    """Every message with every alternative, in turn and variant order (what an export writes)."""
+    stmt = select(Message).where(Message.conversation_id == conversation_id).order_by(Message.turn, Message.variant)
+    return list(session.exec(stmt).all())
+
+
 def add_variant(
     session: Session, conversation_id: int, turn: int, text: str = "", status: MessageStatus | str = "partial"
 ) -> Message:

@@ -9,6 +9,7 @@ with distinct `variant`s, and exactly one of them is `chosen`: the story continu
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol, Self
@@ -20,6 +21,15 @@ from sqlmodel import Field, SQLModel
 def utcnow() -> datetime:
     """Aware UTC; SQLModel stores it as UTC and hands it back aware."""
     return datetime.now(UTC)
+
+
+def new_uid() -> str:
+    """A row's identity across databases: backups keep it, restores recognise what is already there."""
+    return uuid.uuid4().hex
+
+
+def _uid() -> Any:
+    return Field(default_factory=new_uid, max_length=32, unique=True, index=True)
 
 
 def _fk(target: str) -> Any:
@@ -94,12 +104,15 @@ class User(SQLModel, table=True):
     subject: str
     email: str = Field(default="", index=True)
     name: str = ""
+    persona_name: str = ""  # what characters call this person ({{user}}); the provider's name when empty
+    persona_description: str = ""  # told to the characters: who they are talking with
     first_seen: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow)
 
 
 class Character(CharacterProfile, table=True):
     id: int | None = Field(default=None, primary_key=True)
+    uid: str = _uid()
     owner_id: int = _owner()
     shared: bool = Field(default=False, index=True)  # the team may see it, chat with it and copy it
     created_at: datetime = Field(default_factory=utcnow)
@@ -162,6 +175,7 @@ class SheetImageBytes(ImageBytes, table=True):
 
 class Conversation(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
+    uid: str = _uid()
     character_id: int = _fk("character.id")
     owner_id: int = _owner()  # whoever talks: private to them, even with someone else's shared character
     title: str = ""

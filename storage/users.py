@@ -23,6 +23,17 @@ def signed_in(session: Session, issuer: str, subject: str, email: str, name: str
     return user
 
 
+def set_persona(session: Session, user_id: int, name: str, description: str) -> bool:
+    """Save a user's persona; False if there is no such user."""
+    user = session.get(User, user_id)
+    if user is None:
+        return False
+    user.persona_name, user.persona_description = name, description
+    session.add(user)
+    session.flush()
+    return True
+
+
 def list_users(session: Session) -> list[User]:
     """Everyone who has signed in (not the local user), by name."""
     stmt = select(User).where(col(User.id) != LOCAL_USER_ID).order_by(User.name, User.email)

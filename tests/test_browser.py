@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bench.servers import free_port
+from core.archive import read_zip
 from core.cards import read_card
 from tests.conftest import ROOT
 
@@ -501,7 +502,8 @@ def test_nothing_a_user_or_card_writes_runs_in_the_browser(server, shared: Path)
 
 def test_secrets_stay_secret(tmp_path: Path, tiny_checkpoint: Path, shared: Path) -> None:
     """A planted HF_TOKEN and API key appear nowhere a person or another program could read them: not
-    in any page, not in the server's log, not in an exported card (backups do not exist yet)."""
+    in any page, not in the server's log, not in any file it hands out: cards (PNG, CHARX), chats
+    (Markdown, JSONL) and the library backup."""
     from playwright.sync_api import expect, sync_playwright
 
     token, key = "hf_PLANTEDtoken0123456789", "sk-PLANTEDkey0123456789"
@@ -528,17 +530,37 @@ def test_secrets_stay_secret(tmp_path: Path, tiny_checkpoint: Path, shared: Path
                 page.goto(url + path)
                 _wait_idle(page)
                 seen.append(page.content())
+            files: dict[str, bytes] = {}
+
+            def download(button: str) -> None:
+                _wait_idle(page)  # a button clicked while the page reruns can be replaced under the click
+                with page.expect_download(timeout=120_000) as started:
+                    page.get_by_role("button", name=button).click()
+                files[button] = Path(started.value.path()).read_bytes()
+
+            page.goto(f"{url}/chat?character={character}")
+            _wait_idle(page)
+            page.get_by_text("This conversation").click()  # the chat's sidebar: the conversation's files
+            download("Download as Markdown")
+            download("Download for SillyTavern (JSONL)")
             page.goto(f"{url}/library")
             _wait_idle(page)
+            page.get_by_text("Backup and restore").click()
+            download("Download a backup")
             page.get_by_role("button", name="Edit").first.click()
-            with page.expect_download(timeout=60_000) as download:
-                page.get_by_role("button", name="Export character card (PNG)").click()
-            card = Path(download.value.path()).read_bytes()
+            download("Export character card (PNG)")
+            download("Export character card (CHARX)")
             browser.close()
     finally:
         srv.kill()
-    # The pages, the log, the card's bytes and the card's data (base64 JSON inside the PNG), read out.
-    readable = [*seen, srv.log.read_text(), card.decode("latin-1"), json.dumps(read_card(card).data)]
+    # The pages, the log, every file the app hands out (a zip's members unpacked, a card's base64 data read).
+    card = files["Export character card (PNG)"]
+    readable = [*seen, srv.log.read_text(), json.dumps(read_card(card).data)]
+    for name, raw in files.items():
+        readable.append(raw.decode("latin-1"))
+        if raw.startswith(b"PK"):
+            readable += [data.decode("latin-1") for data in read_zip(raw, name).values()]
+    assert len(files) == 5 and "Tell me a secret" in files["Download as Markdown"].decode()
     for secret in (token, key):
         assert not any(secret in text for text in readable)
 

@@ -17,7 +17,7 @@ from core.backend import Backend, BackendError, make_backend
 from core.i18n import t, ui_language_for
 from core.settings import Settings, load_settings
 from core.sheets import ImageLimits
-from core.users import Actor
+from core.users import Actor, with_persona
 from storage.db import DatabaseProblem, check_database, known_revisions, make_engine, migrate
 
 
@@ -81,13 +81,14 @@ def actor() -> Actor:
     """Who is using this browser session: the local user without sign-in, else the signed-in person.
 
     Only ever an actor: a visitor who is not (or may not be) signed in is stopped here, whatever page
-    was asked for (the router shows them the sign-in page instead)."""
+    was asked for (the router shows them the sign-in page instead). Their persona is read fresh, so
+    a change in one tab holds in the next reply of every other."""
     from ui.auth import signed_in_actor
 
     current = signed_in_actor(db(), settings())
     if not isinstance(current, Actor):
         st.stop()
-    return current
+    return with_persona(db(), current)
 
 
 def limits() -> ImageLimits:

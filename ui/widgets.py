@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import streamlit as st
 
 from core import characters
+from core.archive import ArchiveError
 from core.backend import Backend, BackendStatus
 from core.cards import CardError
 from core.characters import CardDraft
@@ -21,6 +22,7 @@ from ui.auth import who_is_here
 from ui.language import language_switch, say, tr
 from ui.markdown import inert
 from ui.navigation import through_router
+from ui.persona import persona_panel
 
 
 def unique_labels(labels: dict[int, str]) -> dict[int, str]:
@@ -46,10 +48,13 @@ def fresh_area(key: str, showing: object) -> Any:
 
 
 def page_setup() -> None:
-    """What every page does first: run under the router, offer the language switch, say who is here."""
+    """What every page does first: run under the router, offer the language switch, say who is here
+    and who they are to the characters."""
     through_router()
     language_switch()
-    who_is_here(resources.actor())
+    actor = resources.actor()
+    who_is_here(actor)
+    persona_panel(resources.db(), actor)
 
 
 def local_time(moment: datetime) -> str:
@@ -153,13 +158,14 @@ def checked_uploads(files: Sequence[Any], *, remember: bool = True) -> tuple[lis
     return good, errors
 
 
-def card_upload(file: Any) -> CardDraft | CardError:
-    """An uploaded character card, read once per upload (its picture is prepared like any image)."""
+def card_upload(file: Any) -> CardDraft | CardError | ArchiveError:
+    """An uploaded character card (PNG, JSON or CHARX), read once per upload (its pictures are prepared
+    like any image)."""
     drafts: dict[str, Any] = st.session_state.setdefault("card_drafts", {})
     if file.file_id not in drafts:
         try:
             drafts[file.file_id] = characters.read_card_file(file.getvalue(), file.name, resources.limits())
-        except CardError as exc:
+        except (CardError, ArchiveError) as exc:
             drafts[file.file_id] = exc
     return drafts[file.file_id]
 

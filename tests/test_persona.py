@@ -1,0 +1,85 @@
+"""Personas: the user's name and description, per person, reaching greetings and the character's instruction."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from core import characters, conversations, turns, users
+from core.errors import Refused
+from core.sheets import prepare_image
+from core.users import LOCAL_USER, Identity, Policy
+from storage.db import make_engine, migrate
+from tests.conftest import encode, new_app
+
+
+def _image():
+    return prepare_image(encode(Image.new("RGB", (48, 64), "teal"), "PNG"), "sheet.png")
+
+
+def _greeted(engine, actor) -> str:
+    made = characters.create(engine, actor, {"name": "Aster", "first_mes": "Welcome, {{user}}!"}, [_image()])
+    chat = conversations.start(engine, actor, made.id)
+    return turns.story(engine, actor, chat.id)[0].text
+
+
+def test_the_persona_names_the_user_in_greetings_and_tells_the_character(engine) -> None:
+    assert _greeted(engine, users.with_persona(engine, LOCAL_USER)) == "Welcome, you!"
+    users.save_persona(engine, LOCAL_USER, "  Alex ", "A travelling painter, new in town.")
+    me = users.with_persona(engine, LOCAL_USER)
+    assert me.user_name == "Alex"
+    assert _greeted(engine, me) == "Welcome, Alex!"
+    chat = conversations.recent(engine, me)[0]
+    instruction = turns.request_for(engine, me, chat.id).prefix.instruction
+    assert "You are talking with Alex." in instruction and "A travelling painter, new in town." in instruction
+
+
+def test_no_persona_leaves_the_instruction_as_it_was(engine) -> None:
+    """Without a persona nothing is added: the saved character prefixes of earlier versions still match."""
+    made = characters.create(engine, LOCAL_USER, {"name": "Aster"}, [_image()])
+    chat = conversations.start(engine, LOCAL_USER, made.id)
+    instruction = turns.request_for(engine, users.with_persona(engine, LOCAL_USER), chat.id).prefix.instruction
+    assert "talking with" not in instruction
+
+
+def test_a_persona_survives_a_restart_and_too_long_is_refused(db_url) -> None:
+    engine = make_engine(db_url)
+    migrate(engine)
+    users.save_persona(engine, LOCAL_USER, "Alex", "Painter.")
+    with pytest.raises(Refused) as refused:
+        users.save_persona(engine, LOCAL_USER, "A" * 101, "")
+    assert "100" in refused.value.message("en") and "100" in refused.value.message("zh")
+    with pytest.raises(Refused):
+        users.save_persona(engine, LOCAL_USER, "Alex", "x" * 2001)
+    engine.dispose()
+    again = make_engine(db_url)
+    stored = users.with_persona(again, LOCAL_USER).persona
+    assert stored == users.Persona("Alex", "Painter.")  # the refusals stored nothing
+    again.dispose()
+
+
+def test_each_signed_in_person_has_their_own_persona(engine) -> None:
+    def person(name: str):
+        return users.sign_in(engine, Identity("https://id.example", name, f"{name}@example.test", name.title(), True),
+                             Policy())  # fmt: skip
+
+    alice, bob = person("alice"), person("bob")
+    assert users.with_persona(engine, bob).user_name == "Bob"  # the provider's name until they choose one
+    users.save_persona(engine, alice, "Captain A", "Leads the expedition.")
+    assert users.with_persona(engine, alice).user_name == "Captain A"
+    assert users.with_persona(engine, bob).persona == users.Persona()
+    assert users.with_persona(engine, LOCAL_USER).persona == users.Persona()
+
+
+@pytest.mark.slow
+def test_the_persona_is_set_from_the_sidebar(app_env, app_db) -> None:
+    at = new_app("pages/library.py")  # every page has it (Home's live status fragment confuses AppTest's forms)
+    [name] = [t for t in at.sidebar.text_input if t.label == "Your name"]
+    name.input("Alex")
+    [about] = [t for t in at.sidebar.text_area if t.label == "About you (optional)"]
+    about.input("A painter.")
+    [save] = [b for b in at.sidebar.button if b.label == "Save"]
+    save.click().run()
+    assert not at.exception
+    assert users.with_persona(app_db, LOCAL_USER).persona == users.Persona("Alex", "A painter.")
+    assert at.sidebar.text_input[0].value == "Alex"  # the form shows what is saved

@@ -1,0 +1,74 @@
+"""The chat page's file widgets: download the open conversation (Markdown, SillyTavern JSONL) and import
+a SillyTavern chat as a new conversation.
+
+The downloads are built when clicked (Streamlit runs the callable then), so drawing the page costs
+the same however long the conversation is.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import conversations
+from core.chat_files import file_name
+from core.errors import UserError
+from storage.tables import Character, Conversation
+from ui import resources
+from ui.language import lang, say, tr
+from ui.markdown import inert
+
+
+def export_buttons(character: Character, conversation: Conversation) -> None:
+    """Two downloads of the conversation: Markdown to read, JSONL for SillyTavern."""
+    db, actor, cid, viewer = resources.db(), resources.actor(), conversation.id, lang()
+    title = conversation.title or tr("chat.untitled")
+    st.download_button(
+        tr("chatfile.export_md"),
+        data=lambda: conversations.export_markdown(db, actor, cid, viewer),
+        file_name=file_name(character.name, title, "md"),
+        mime="text/markdown",
+        on_click="ignore",
+        icon=":material/description:",
+        key=f"export_md_{cid}",
+    )
+    st.download_button(
+        tr("chatfile.export_jsonl"),
+        data=lambda: conversations.export_jsonl(db, actor, cid),
+        file_name=file_name(character.name, title, "jsonl"),
+        mime="application/jsonl",
+        on_click="ignore",
+        icon=":material/download:",
+        key=f"export_jsonl_{cid}",
+    )
+
+
+def import_chat(character_id: int) -> int | None:
+    """A file uploader for a SillyTavern chat (under a heading that says so); the new conversation's id
+    once one is imported.
+
+    The uploader gets a fresh key after an import, so the same file is not imported again on the
+    next run; what was imported is said on that run."""
+    if notice := st.session_state.pop("chat_import_notice", None):
+        st.toast(notice, icon=":material/upload_file:")
+    round_ = st.session_state.setdefault("chat_import_round", 0)
+    upload = st.file_uploader(tr("chatfile.import"), type=["jsonl"], help=tr("chatfile.import_help"),
+                              key=f"chat_import_{character_id}_{round_}", label_visibility="collapsed")  # fmt: skip
+    if upload is None:
+        return None
+    refused: dict[str, UserError] = st.session_state.setdefault("chat_import_refused", {})
+    try:
+        if upload.file_id in refused:  # read once: a refused file is not parsed again on every rerun
+            raise refused[upload.file_id]
+        imported = conversations.import_jsonl(
+            resources.db(), resources.actor(), character_id, upload.getvalue(), upload.name
+        )
+    except UserError as problem:  # nothing was stored
+        refused[upload.file_id] = problem
+        st.error(inert(say(problem)), icon=":material/error:")
+        return None
+    notice = tr("chatfile.imported", title=inert(imported.conversation.title), count=imported.messages)
+    if imported.skipped_system:
+        notice += " " + tr("chatfile.skipped_system", count=imported.skipped_system)
+    st.session_state.chat_import_notice = notice
+    st.session_state.chat_import_round = round_ + 1
+    return imported.conversation.id
