@@ -387,6 +387,84 @@ STRINGS: dict[str, dict[str, str]] = {
     },
     "draft.nothing": {"en": "The model wrote nothing. Try again.", "zh": "模型没有写出任何内容。请重试。"},
     "draft.leftover_heading": {"en": "From reading the sheet:", "zh": "读取设定图所得："},
+    # The desktop window's own screens (desktop/): first run, starting, its menu.
+    "firstrun.intro": {
+        "en": "Which model should play your characters? You can change this later (menu: Choose the model…). "
+        "Nothing leaves this computer unless you choose a model server elsewhere.",
+        "zh": "由哪个模型来扮演你的角色？之后可以更改（菜单：选择模型…）。"
+        "除非你选择其他机器上的模型服务器，否则任何内容都不会离开这台电脑。",
+    },
+    "firstrun.folder": {"en": "A model folder on this computer", "zh": "这台电脑上的模型文件夹"},
+    "firstrun.folder_help": {
+        "en": "A Gemma 3 checkpoint (4B, 12B or 27B): the folder with its config.json and *.safetensors files.",
+        "zh": "Gemma 3 模型（4B、12B 或 27B）：包含 config.json 和 *.safetensors 文件的文件夹。",
+    },
+    "firstrun.choose_folder": {"en": "Choose folder…", "zh": "选择文件夹…"},
+    "firstrun.hub": {"en": "Download a model from the Hugging Face hub", "zh": "从 Hugging Face 模型仓库下载模型"},
+    "firstrun.hub_id": {"en": "Hub id", "zh": "模型 ID"},
+    "firstrun.gated": {
+        "en": "Gemma is a gated model. Once, before the download:",
+        "zh": "Gemma 是受限模型。下载前需完成一次：",
+    },
+    "firstrun.step_sign_in": {
+        "en": "sign in (or sign up) at huggingface.co;",
+        "zh": "在 huggingface.co 登录（或注册）；",
+    },
+    "firstrun.step_licence": {
+        "en": "open the model's page (huggingface.co/google/gemma-3-4b-it) and accept Google's Gemma licence;",
+        "zh": "打开模型页面（huggingface.co/google/gemma-3-4b-it），接受 Google 的 Gemma 许可；",
+    },
+    "firstrun.step_token": {
+        "en": "create a read token at huggingface.co/settings/tokens and paste it here.",
+        "zh": "在 huggingface.co/settings/tokens 创建一个 read 令牌，并粘贴到这里。",
+    },
+    "firstrun.token_kept": {
+        "en": "Kept in your own settings folder, readable by you only; never in the app's files. The download "
+        "(several GB) starts in the background when you press Start.",
+        "zh": "令牌保存在你自己的设置文件夹中，仅你可读，绝不写入应用文件。按下“开始”后，下载（数 GB）会在后台进行。",
+    },
+    "firstrun.server": {"en": "A model server (OpenAI-compatible)", "zh": "模型服务器（兼容 OpenAI）"},
+    "firstrun.server_help": {
+        "en": "Ollama, vLLM, llama.cpp, LM Studio, OpenRouter…",
+        "zh": "Ollama、vLLM、llama.cpp、LM Studio、OpenRouter…",
+    },
+    "firstrun.address": {"en": "Address", "zh": "地址"},
+    "firstrun.model": {"en": "Model", "zh": "模型"},
+    "firstrun.api_key": {"en": "API key, if it wants one", "zh": "API 密钥（如需要）"},
+    "firstrun.start": {"en": "Start", "zh": "开始"},
+    "firstrun.token_saved": {
+        "en": " (a token is saved; leave empty to keep it)",
+        "zh": "（已保存令牌；留空则保留）",
+    },
+    "firstrun.key_saved": {"en": " (a key is saved; leave empty to keep it)", "zh": "（已保存密钥；留空则保留）"},
+    "firstrun.error.no_folder": {
+        "en": "Choose the folder that holds the model (its config.json and *.safetensors files).",
+        "zh": "请选择存放模型的文件夹（包含 config.json 和 *.safetensors 文件）。",
+    },
+    "firstrun.error.folder_missing": {"en": "The folder {folder} does not exist.", "zh": "文件夹 {folder} 不存在。"},
+    "firstrun.error.no_config": {
+        "en": "{folder} has no config.json: choose the folder that holds the checkpoint's config.json and "
+        "*.safetensors files (a Gemma 3 checkpoint: 4B, 12B or 27B).",
+        "zh": "{folder} 中没有 config.json：请选择包含模型 config.json 和 *.safetensors 文件的文件夹"
+        "（Gemma 3 模型：4B、12B 或 27B）。",
+    },
+    "firstrun.error.hub_id": {
+        "en": "A hub id reads owner/name, for example google/gemma-3-4b-it.",
+        "zh": "模型 ID 的格式是 所有者/名称，例如 google/gemma-3-4b-it。",
+    },
+    "firstrun.error.address": {
+        "en": "The server's address starts with http:// or https://, e.g. http://localhost:11434/v1.",
+        "zh": "服务器地址须以 http:// 或 https:// 开头，例如 http://localhost:11434/v1。",
+    },
+    "firstrun.error.model": {
+        "en": "Name the model on that server, e.g. gemma3:4b (Ollama) or google/gemma-3-27b-it.",
+        "zh": "请填写该服务器上的模型名称，例如 gemma3:4b（Ollama）或 google/gemma-3-27b-it。",
+    },
+    "firstrun.error.way": {"en": "Choose one of the three ways.", "zh": "请选择三种方式之一。"},
+    "desktop.starting": {"en": "Starting…", "zh": "正在启动…"},
+    "desktop.failed": {"en": "RefSheet Chat could not start", "zh": "RefSheet Chat 无法启动"},
+    "desktop.choose_model": {"en": "Choose the model…", "zh": "选择模型…"},
+    "desktop.quit": {"en": "Quit", "zh": "退出"},
     # The user's persona.
     "persona.button": {"en": "You: {name}", "zh": "你：{name}"},
     "persona.nobody": {"en": "set your name", "zh": "设置你的名字"},

@@ -15,6 +15,8 @@ processes. The server stops when the window closes, and also when the window's p
 
 from __future__ import annotations
 
+import locale
+import os
 import sys
 from pathlib import Path
 
@@ -33,3 +35,14 @@ def app_root() -> Path:
     if is_frozen():
         return Path(getattr(sys, "_MEIPASS", Path(sys.executable).parent)).resolve()
     return Path(__file__).resolve().parents[1]
+
+
+def ui_language() -> str:
+    """The language of the window's own screens (first run, starting, menu), from the system's locale,
+    as the browser's language decides it for the pages: English or 简体中文."""
+    from core.i18n import ui_language_for
+
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        if value := os.environ.get(name):
+            return ui_language_for(value)
+    return ui_language_for(locale.getlocale()[0])

@@ -11,55 +11,55 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
+from core.i18n import t
 from desktop.config import Choice, save_choice, saved_choice, saved_secrets
 
 DEFAULT_HUB_ID = "google/gemma-3-4b-it"
 
 
-def check(form: dict[str, Any]) -> tuple[Choice, dict[str, str]]:
-    """The choice and secrets a submitted form stands for; ValueError with what to fix."""
+def check(form: dict[str, Any], lang: str = "en") -> tuple[Choice, dict[str, str]]:
+    """The choice and secrets a submitted form stands for; ValueError with what to fix, in `lang`."""
     way = str(form.get("way", "")).strip()
     if way == "folder":
         folder = Path(str(form.get("folder", "")).strip()).expanduser()
         if not str(folder) or str(folder) == ".":
-            raise ValueError("Choose the folder that holds the model (its config.json and *.safetensors files).")
+            raise ValueError(t("firstrun.error.no_folder", lang))
         if not folder.is_dir():
-            raise ValueError(f"The folder {folder} does not exist.")
+            raise ValueError(t("firstrun.error.folder_missing", lang, folder=folder))
         if not (folder / "config.json").is_file():
-            raise ValueError(
-                f"{folder} has no config.json: choose the folder that holds the checkpoint's config.json "
-                "and *.safetensors files (a Gemma 3 checkpoint: 4B, 12B or 27B)."
-            )
+            raise ValueError(t("firstrun.error.no_config", lang, folder=folder))
         return Choice(backend="local", model=str(folder.resolve())), {}
     if way == "hub":
         hub_id = str(form.get("hub_id", "")).strip()
         if hub_id.count("/") != 1 or " " in hub_id:
-            raise ValueError("A hub id reads owner/name, for example google/gemma-3-4b-it.")
+            raise ValueError(t("firstrun.error.hub_id", lang))
         return Choice(backend="local", model=hub_id), {"HF_TOKEN": str(form.get("hf_token", "")).strip()}
     if way == "server":
         base = str(form.get("api_base", "")).strip()
         model = str(form.get("api_model", "")).strip()
         if not base.startswith(("http://", "https://")):
-            raise ValueError("The server's address starts with http:// or https://, e.g. http://localhost:11434/v1.")
+            raise ValueError(t("firstrun.error.address", lang))
         if not model:
-            raise ValueError("Name the model on that server, e.g. gemma3:4b (Ollama) or google/gemma-3-27b-it.")
+            raise ValueError(t("firstrun.error.model", lang))
         return Choice(backend="openai", api_base=base, api_model=model), {
             "REFSHEET_API_KEY": str(form.get("api_key", "")).strip()
         }
-    raise ValueError("Choose one of the three ways.")
+    raise ValueError(t("firstrun.error.way", lang))
 
 
 class FirstRunApi:
     """What the page's script may call (`window.pywebview.api.…`). pywebview shows the page every
     public attribute, hence the underscores: the window and the event are for Python only."""
 
-    def __init__(self) -> None:
+    def __init__(self, lang: str = "en") -> None:
         self._window: Any = None
         self._saved = threading.Event()
+        self._lang = lang
 
     def choose_folder(self) -> str:
         import webview
@@ -69,7 +69,7 @@ class FirstRunApi:
 
     def save(self, form: dict[str, Any]) -> dict[str, str]:
         try:
-            choice, secrets = check(form)
+            choice, secrets = check(form, self._lang)
         except ValueError as problem:
             return {"error": str(problem)}
         kept = saved_secrets()  # an empty token or key field keeps the saved one
@@ -78,8 +78,8 @@ class FirstRunApi:
         return {"ok": "saved"}
 
 
-def page() -> str:
-    """The form, filled with what was saved before (never the secrets themselves)."""
+def page(lang: str = "en") -> str:
+    """The form in `lang`, filled with what was saved before (never the secrets themselves)."""
     before = saved_choice() or Choice()
     secrets = saved_secrets()
     if before.backend == "openai":
@@ -95,8 +95,10 @@ def page() -> str:
         "api_base": before.api_base,
         "api_model": before.api_model,
     }
-    token_note = " (a token is saved; leave empty to keep it)" if secrets.get("HF_TOKEN") else ""
-    key_note = " (a key is saved; leave empty to keep it)" if secrets.get("REFSHEET_API_KEY") else ""
+    token_note = t("firstrun.token_saved", lang) if secrets.get("HF_TOKEN") else ""
+    key_note = t("firstrun.key_saved", lang) if secrets.get("REFSHEET_API_KEY") else ""
     text = Path(__file__).with_name("firstrun.html").read_text(encoding="utf-8")
     text = text.replace("__TOKEN_NOTE__", html.escape(token_note)).replace("__KEY_NOTE__", html.escape(key_note))
+    text = text.replace('<html lang="en">', f'<html lang="{"zh-CN" if lang == "zh" else "en"}">')
+    text = re.sub(r"\{\{(\w+)\}\}", lambda m: html.escape(t(f"firstrun.{m.group(1)}", lang)), text)
     return text.replace("__VALUES__", json.dumps(values).replace("<", "\\u003c"))  # inert inside <script>

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from desktop import TITLE
+from core.i18n import t
+from desktop import TITLE, ui_language
 from desktop.config import config_dir, data_dir, needs_first_run, server_environment
 from desktop.firstrun import FirstRunApi, page
 from desktop.server import ServerFailed, ServerProcess
@@ -77,6 +78,7 @@ class Controller:
     def __init__(self, window: Any, api: FirstRunApi, status: Status, setup: bool) -> None:
         self.window, self.api, self.status = window, api, status
         self.setup = setup
+        self.lang = api._lang  # the window's own screens speak the system's language
         self.closed = threading.Event()
         self.choose_again = threading.Event()
         self.server: ServerProcess | None = None
@@ -87,7 +89,7 @@ class Controller:
         except Exception as problem:  # noqa: BLE001 - shown in the window rather than lost in a thread
             if not self.closed.is_set():
                 with contextlib.suppress(Exception):
-                    self.window.load_html(_message_page("RefSheet Chat could not start", repr(problem)))
+                    self.window.load_html(_message_page(t("desktop.failed", self.lang), repr(problem)))
             self.closed.wait()
         finally:
             self.stop_server()
@@ -100,20 +102,20 @@ class Controller:
         while not self.closed.is_set():
             if self.setup or needs_first_run():
                 self.api._saved.clear()
-                self.window.load_html(page())
+                self.window.load_html(page(self.lang))
                 self.status("first-run")
                 self._wait(self.api._saved, self.closed)
                 if self.closed.is_set():
                     return
             self.setup = False
             self.choose_again.clear()
-            self.window.load_html(_message_page(TITLE, "Starting…", spinner=True))
+            self.window.load_html(_message_page(TITLE, t("desktop.starting", self.lang), spinner=True))
             env = server_environment()
             self.server = ServerProcess(env, data_dir() / "logs" / "server.log")
             try:
                 url = self.server.start()
             except ServerFailed as problem:
-                self.window.load_html(_message_page("RefSheet Chat could not start", str(problem)))
+                self.window.load_html(_message_page(t("desktop.failed", self.lang), str(problem)))
                 self._wait(self.choose_again, self.closed)
                 self.setup = True
                 continue
@@ -152,10 +154,11 @@ def run(setup: bool = False, started: float | None = None) -> None:
 
     started = started or time.time()
     status = Status(os.environ.get("REFSHEET_DESKTOP_STATUS"), started)
-    api = FirstRunApi()
+    lang = ui_language()
+    api = FirstRunApi(lang)
     window = webview.create_window(
         TITLE,
-        html=_message_page(TITLE, "Starting…", spinner=True),
+        html=_message_page(TITLE, t("desktop.starting", lang), spinner=True),
         js_api=api,
         width=1280,
         height=900,
@@ -171,8 +174,8 @@ def run(setup: bool = False, started: float | None = None) -> None:
     def quit_app() -> None:
         window.destroy()
 
-    choose = MenuAction("Choose the model…", controller.choose_again.set)
-    menu = [Menu(TITLE, [choose, MenuSeparator(), MenuAction("Quit", quit_app)])]
+    choose = MenuAction(t("desktop.choose_model", lang), controller.choose_again.set)
+    menu = [Menu(TITLE, [choose, MenuSeparator(), MenuAction(t("desktop.quit", lang), quit_app)])]
 
     def on_terminate(_signum: int, _frame: Any) -> None:  # `kill <pid>` or Ctrl+C: close like the window
         threading.Thread(target=quit_app, daemon=True).start()

@@ -99,10 +99,28 @@ def test_the_first_run_form_says_what_to_fix(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ValueError, match=words):
             check(form)
+    with pytest.raises(ValueError, match="不存在"):  # the system's language is Chinese: so is the message
+        check({"way": "folder", "folder": str(tmp_path / "nowhere")}, "zh")
     choice, _ = check({"way": "folder", "folder": str(tmp_path / "model")})
     assert choice.environment() == {"REFSHEET_BACKEND": "local", "REFSHEET_MODEL": str(tmp_path / "model")}
     choice, secrets = check({"way": "server", "api_base": "http://h:8000/v1", "api_model": "g", "api_key": "k"})
     assert choice.environment()["REFSHEET_API_BASE"] == "http://h:8000/v1" and secrets == {"REFSHEET_API_KEY": "k"}
+
+
+def test_the_first_run_screen_speaks_the_systems_language(monkeypatch: pytest.MonkeyPatch) -> None:
+    from desktop import ui_language
+    from desktop.firstrun import page
+
+    monkeypatch.setattr("desktop.firstrun.saved_secrets", dict)  # this machine's saved choice aside
+    monkeypatch.setattr("desktop.firstrun.saved_choice", lambda: None)
+    english, chinese = page("en"), page("zh")
+    assert "A model folder on this computer" in english and "这台电脑上的模型文件夹" in chinese
+    assert "{{" not in english + chinese and '<html lang="zh-CN">' in chinese
+    for locale_name, expected in (("zh_CN.UTF-8", "zh"), ("en_GB.UTF-8", "en"), ("C.UTF-8", "en")):
+        monkeypatch.delenv("LC_ALL", raising=False)
+        monkeypatch.delenv("LC_MESSAGES", raising=False)
+        monkeypatch.setenv("LANG", locale_name)
+        assert ui_language() == expected
 
 
 def test_the_server_is_loopback_only_and_not_in_development_mode() -> None:
