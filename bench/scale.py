@@ -14,6 +14,7 @@ median of several reruns after a first, warm-up run. Prints Markdown; writes ben
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -21,9 +22,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
+from sqlalchemy.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 ART = ROOT.parent / "shared" / "images" / "seraphina_neutral.png"
@@ -66,24 +69,31 @@ def new_app(page: str, **query: object):
     return at
 
 
-def _fresh_data(folder: Path) -> None:
-    os.environ["REFSHEET_DATA_DIR"] = str(folder)
-    os.environ.pop("DATABASE_URL", None)
+@contextlib.contextmanager
+def _fresh_data() -> Iterator[tuple[Path, Engine]]:
+    """An empty data folder the app will use (REFSHEET_DATA_DIR), and an engine on its database."""
+    from storage.db import make_engine, migrate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        os.environ["REFSHEET_DATA_DIR"] = str(data)
+        os.environ.pop("DATABASE_URL", None)
+        engine = make_engine(f"sqlite:///{data / 'refsheet.db'}")
+        migrate(engine)
+        try:
+            yield data, engine
+        finally:
+            engine.dispose()
 
 
 def library(sizes: list[int], repeats: int) -> list[dict]:
     from core import characters
     from core.sheets import prepare_image
     from core.users import LOCAL_USER
-    from storage.db import make_engine, migrate
 
     sheet = prepare_image(_art(), "sheet.png")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp)
-        _fresh_data(data)
-        engine = make_engine(f"sqlite:///{data / 'refsheet.db'}")
-        migrate(engine)
+    with _fresh_data() as (data, engine):
         have = 0
         for size in sizes:
             for n in range(have, size):
@@ -96,7 +106,6 @@ def library(sizes: list[int], repeats: int) -> list[dict]:
             megabytes = (data / "refsheet.db").stat().st_size / 1e6
             rows.append({"characters": size, "page_s": page, "search_s": search, "database_mb": megabytes})
             print(f"  library, {size} characters: {page:.3f} s a run, search {search:.3f} s", file=sys.stderr)
-        engine.dispose()
     return rows
 
 
@@ -105,16 +114,12 @@ def chat(sizes: list[int], repeats: int) -> list[dict]:
     from core.sheets import prepare_image
     from core.users import LOCAL_USER
     from storage import conversations as convs
-    from storage.db import make_engine, migrate, session_scope
+    from storage.db import session_scope
     from storage.tables import Role
 
     sheet = prepare_image(_art(), "sheet.png")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp)
-        _fresh_data(data)
-        engine = make_engine(f"sqlite:///{data / 'refsheet.db'}")
-        migrate(engine)
+    with _fresh_data() as (_data, engine):
         character = characters.create(engine, LOCAL_USER, {"name": "Sera", "first_mes": "Hello."}, [sheet]).id
         chat_id = conversations.start(engine, LOCAL_USER, character).id
         have = 1  # the greeting
@@ -128,7 +133,6 @@ def chat(sizes: list[int], repeats: int) -> list[dict]:
             click = _timed_runs(at, repeats)  # any click outside a fragment reruns the page
             rows.append({"messages": size, "click_s": click})
             print(f"  chat, {size} messages: {click:.3f} s a click", file=sys.stderr)
-        engine.dispose()
     return rows
 
 

@@ -168,6 +168,11 @@ class Backend(Replier, Protocol):
         """Tokens the model can hold (prompt and reply); None until known."""
         ...
 
+    @property
+    def warms(self) -> bool:
+        """Whether `warm` does anything: if not, nobody builds a prefix (reading every sheet) for it."""
+        ...
+
     def warm(self, prefix: CharacterPrompt, tag: str = "") -> None:
         """Get ready for a new or changed character in the background, if that helps and costs no
         reply any time (`tag` names the character: a newer prefix replaces a pending one)."""

@@ -50,7 +50,7 @@ from core.archive import ZipLimits, read_zip
 from core.errors import UserError
 from core.profile import Profile
 from core.sheets import ACCEPTED_FORMATS, ImageLimits
-from core.text import clean
+from core.text import clean, dumps
 from core.users import MAX_PERSONA_DESCRIPTION, MAX_PERSONA_NAME, Actor
 from storage import backup as store
 from storage.images import data_of
@@ -353,7 +353,7 @@ def _when(value: datetime) -> str:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(clean(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return dumps(value, compact=True).encode()
 
 
 class _ZipWriter:

@@ -31,8 +31,9 @@ from core.errors import UserError
 from core.i18n import Text
 from core.profile import CARD_LIST_FIELDS as LIST_FIELDS
 from core.profile import CARD_TEXT_FIELDS as TEXT_FIELDS
+from core.profile import MAX_LINE, MAX_TEXT, split_tags
 from core.prompts import reply_language_for
-from core.text import clean, clean_text
+from core.text import clean, clean_text, dumps
 
 NAMESPACE = "refsheet_chat"  # our key inside `extensions`
 V3_ONLY = ("nickname", "creator_notes_multilingual", "source", "group_only_greetings", "assets", "creation_date",
@@ -40,8 +41,6 @@ V3_ONLY = ("nickname", "creator_notes_multilingual", "source", "group_only_greet
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CARD_KEYWORDS = ("ccv3", "chara")  # in order of preference, as SillyTavern reads them
 MAX_CARD_BYTES = 16 * 2**20  # a card's JSON, decoded; real ones are kilobytes
-MAX_NAME = 200  # characters; names are indexed, and a database index row has a size limit
-MAX_TEXT = 200_000  # characters per text field
 REFERENCE_TYPE = "x_refsheet_reference"  # our asset type: an extra reference image, in order
 EMBEDDED = ("embeded://", "embedded://")  # a CHARX member; the spec's spelling first, the fixed one read too
 MAX_KEPT_ASSETS = 8 * 2**20  # another app's CHARX files kept (inlined) with a character, in all
@@ -210,7 +209,7 @@ def import_card(card: Card) -> CardImport:
             if not isinstance(value, str):
                 warn("made_text", name)
             text = clean_text(str(value))
-            limit = MAX_NAME if name == "name" else MAX_TEXT
+            limit = MAX_LINE if name == "name" else MAX_TEXT
             if len(text) > limit:
                 warn("cut", name, limit=limit)
                 text = text[:limit]
@@ -242,7 +241,7 @@ def import_card(card: Card) -> CardImport:
     if isinstance(ours.get("notes"), str) and ours["notes"]:
         profile["notes"] = clean_text(ours["notes"])[:MAX_TEXT]
     if language := (ours.get("language") if isinstance(ours.get("language"), str) else None) or card_language(data):
-        profile["language"] = clean_text(language)[:MAX_NAME]
+        profile["language"] = clean_text(language)[:MAX_LINE]
     return CardImport(profile, warnings, main, pictures)
 
 
@@ -317,7 +316,7 @@ def _as_list(name: str, value: Any, warn: Any) -> list[str]:
     if isinstance(value, str):
         if name == "tags":
             warn("split", name)
-            return [clean_text(t.strip()) for t in value.split(",") if t.strip()]
+            return split_tags(clean_text(value))
         warn("one_item", name)
         return [clean_text(value)]
     if not isinstance(value, list):
@@ -431,11 +430,11 @@ def png_card_size(character: Any, extra_sizes: Sequence[int]) -> int:
     """An upper bound on the V3 card's decoded JSON for extra images of these sizes, without building it:
     whether a PNG card would fit under MAX_CARD_BYTES."""
     _, v3 = card_documents(character, [MAIN_ICON, *kept_assets(character)])
-    base = len(json.dumps(clean(v3), ensure_ascii=False).encode("utf-8"))
+    base = len(dumps(v3).encode("utf-8"))
     return base + sum(4 * ((size + 2) // 3) + 1_000 for size in extra_sizes)  # base64, and the entry around it
 
 
 def _b64(document: dict[str, Any]) -> str:
     """Strict JSON (no NaN, no Infinity: SillyTavern's JSON.parse refuses them), base64 of its UTF-8."""
-    text = json.dumps(clean(document), ensure_ascii=False, allow_nan=False)
+    text = dumps(document)
     return base64.b64encode(text.encode("utf-8")).decode("ascii")

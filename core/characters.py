@@ -145,8 +145,8 @@ def set_main_image(db: Engine, actor: Actor, character_id: int, image_id: int) -
 def warm_up(db: Engine, actor: Actor, backend: Backend, character_id: int) -> None:
     """After a character is made or changed: let a loaded model read its sheets now, in the
     background, so the first reply starts warm (the backend decides whether and when)."""
-    if not backend.prepared:
-        return  # nothing loaded: a warm-up never loads the model
+    if not (backend.warms and backend.prepared):
+        return  # nothing loaded (a warm-up never loads the model), or nothing a warm-up would do
     with Session(db) as session:
         character = access.character(session, actor, character_id)
         prefix = character_prefix(session, character, actor)
@@ -244,6 +244,9 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
     try:
         return clean(Profile.model_validate(values).model_dump())
     except ValidationError as exc:
-        location = exc.errors()[0]["loc"]
-        name = str(location[0]) if location else "?"
-        raise Refused("bad_field", field=name if name in BY_NAME else "?") from exc
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        name = name if name in BY_NAME else "?"
+        if error["type"] == "string_too_long":
+            raise Refused("too_long", field=name, limit=error["ctx"]["max_length"]) from exc
+        raise Refused("bad_field", field=name) from exc

@@ -9,7 +9,6 @@ members are refused before anything is inflated past its limit.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +26,7 @@ from core.cards import (
     parse_card_json,
     reference_asset,
 )
-from core.text import clean
+from core.text import dumps
 
 CARD_JSON = "card.json"
 MAIN_PATH = "assets/icon/images/main.png"
@@ -78,7 +77,7 @@ def write_charx(character: Any, sheets: Sequence[tuple[str, bytes]]) -> bytes:
         assets.append(_as_file(asset, i, files))
     _, v3 = card_documents(character, assets)
     card = {k: v3[k] for k in ("spec", "spec_version", "data")}  # card.json is a V3 object, nothing else
-    text = json.dumps(clean(card), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    text = dumps(card).encode("utf-8")
     return write_zip({CARD_JSON: text, **files})
 
 

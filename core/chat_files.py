@@ -25,7 +25,7 @@ from typing import Any
 
 from core.errors import UserError
 from core.i18n import t
-from core.text import clean, clean_text
+from core.text import clean_text, dumps
 
 MAX_CHAT_BYTES = 32 * 2**20  # long SillyTavern chats with many swipes are a few MB
 MAX_MESSAGES = 20_000  # message lines in one file
@@ -166,7 +166,7 @@ def to_jsonl(chat: Chat) -> bytes:
         "chat_metadata": {META_KEY: {"title": chat.title}},
     }
     lines = [header, *(_message_line(chat, m) for m in chat.messages)]
-    return "\n".join(json.dumps(clean(line), ensure_ascii=False, separators=(",", ":")) for line in lines).encode()
+    return "\n".join(dumps(line, compact=True) for line in lines).encode()
 
 
 def _when(moment: datetime) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import json_repair
 
 from core.backend import Backend, OnProgress, ReplyRequest, ReplyStream
+from core.profile import MAX_LINE, MAX_TEXT, split_tags
 from core.prompts import CharacterPrompt, PromptImage, Turn, language_name
 from core.sampling import SamplerSettings
 from core.text import clean_text
@@ -38,7 +39,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
 FIELDS: tuple[str, ...] = tuple(dict.fromkeys(target for target, _ in SCHEMA.values()))  # form order
 KEYS_FOR: dict[str, tuple[str, ...]] = {f: tuple(k for k, (t, _) in SCHEMA.items() if t == f) for f in FIELDS}
 STYLE_LABEL = "Speaking style"  # joins the speaking style to the personality paragraph
-MAX_TAGS, MAX_TAG, MAX_GREETINGS, MAX_NAME, MAX_TEXT = 12, 40, 5, 200, 20_000
+MAX_TAGS, MAX_TAG, MAX_GREETINGS = 12, 40, 5
 FULL_REPLY_TOKENS, FIELD_REPLY_TOKENS = 1024, 384
 KICKOFF = "(Study the pictures and the notes closely before you answer.)"
 READY = "I have studied the reference pictures and the notes."
@@ -151,7 +152,7 @@ def parse_draft(text: str, only: str | None = None) -> Draft:
 
 def _profile_values(answer: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {
-        "name": _text(answer.get("name"))[:MAX_NAME],
+        "name": _text(answer.get("name"))[:MAX_LINE],
         "description": _text(answer.get("appearance")),
         "scenario": _text(answer.get("scenario")),
         "first_mes": _text(answer.get("greeting")),
@@ -176,7 +177,7 @@ def _text(value: Any) -> str:
 
 def _list(value: Any, most: int, longest: int, *, split: bool) -> list[str]:
     if isinstance(value, str):
-        value = value.split(",") if split else [value]
+        value = split_tags(value) if split else [value]
     if not isinstance(value, list):
         return []
     items = [_text(v)[:longest] for v in value]

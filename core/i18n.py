@@ -246,6 +246,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "The field “{field}” holds a value of the wrong kind; nothing was saved.",
         "zh": "字段 “{field}” 的值类型不正确；尚未保存任何内容。",
     },
+    "refused.too_long": {
+        "en": "The field “{field}” can be at most {limit} characters long; nothing was saved.",
+        "zh": "字段 “{field}” 最多 {limit} 个字符；尚未保存任何内容。",
+    },
     "notfound.character": {
         "en": "That character is not here (it may have been deleted).",
         "zh": "找不到这个角色（可能已被删除）。",

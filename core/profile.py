@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from storage.tables import MAX_LINE as MAX_LINE  # the profile's length limits, enforced by its validation
+from storage.tables import MAX_TEXT as MAX_TEXT
 from storage.tables import CharacterProfile
 
 Profile = CharacterProfile  # the value type services and prompts pass around

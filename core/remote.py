@@ -57,6 +57,7 @@ class RemoteBackend:
         self._client = client
         self._lock = threading.Lock()
         self._checked: tuple[float, BackendStatus] | None = None
+        self._refreshing = False  # a background check is under way
         self._models: list[str] = []
         self._max_model_len: int | None = None
         self._sampler_extras = True  # top_k / repetition_penalty, until the server refuses them
@@ -78,14 +79,25 @@ class RemoteBackend:
 
     # -- status: a cheap check (`GET /models`), never a generation ----------------------------------
     def status(self) -> BackendStatus:
+        """The last answer at once; once it is old, asked again in the background (one check at a time),
+        so a page never waits on a slow or unreachable server. Only the very first call asks and waits."""
         with self._lock:
             checked = self._checked
-        if checked is not None:
-            at, status = checked
-            fresh = CHECK_SECONDS if status.state == "ready" else RECHECK_FAILED_SECONDS
-            if time.monotonic() - at < fresh:
+            if checked is not None:
+                at, status = checked
+                fresh = CHECK_SECONDS if status.state == "ready" else RECHECK_FAILED_SECONDS
+                if time.monotonic() - at >= fresh and not self._refreshing:
+                    self._refreshing = True
+                    threading.Thread(target=self._refresh, name="refsheet-server-check", daemon=True).start()
                 return status
         return self._check()
+
+    def _refresh(self) -> None:
+        try:
+            self._check()
+        finally:
+            with self._lock:
+                self._refreshing = False
 
     def prepare(self, progress: Progress | None = None) -> None:
         if progress is not None:
@@ -136,6 +148,8 @@ class RemoteBackend:
     def context_limit(self) -> int | None:
         """REFSHEET_CONTEXT_TOKENS if set, else what the server reports (vLLM does), else unknown."""
         return self.settings.context_tokens or self._max_model_len
+
+    warms = False  # see `warm`
 
     def warm(self, prefix: CharacterPrompt, tag: str = "") -> None:
         """Nothing: a server's prefix cache is its own (llama.cpp keeps one prompt per slot, so a
@@ -207,7 +221,7 @@ class RemoteBackend:
         state["messages"] = messages
         events: queue.Queue[Any] = queue.Queue()
         extras = self.sampler_extras(request.sampler)
-        if request.continuation and extras is not None and self._sampler_extras:
+        if request.continuation and self._sampler_extras:
             extras |= {"continue_final_message": True, "add_generation_prompt": False}
         body = self._body(messages, images, request.sampler, request.continuation)
         reader = _Reader(self, body, extras, events)

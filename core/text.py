@@ -7,6 +7,7 @@ any JSON-like value, so nothing is refused half-way through storing a character 
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -38,3 +39,9 @@ def clean(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [clean(v, depth + 1) for v in value]
     return clean_text(str(value))
+
+
+def dumps(value: Any, *, compact: bool = False) -> str:
+    """Strict JSON of a cleaned value, as UTF-8 readers want it (no NaN or Infinity, no `\\u` escapes
+    for non-ASCII text): what every file the app writes holds."""
+    return json.dumps(clean(value), ensure_ascii=False, allow_nan=False, separators=(",", ":") if compact else None)

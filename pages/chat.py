@@ -209,8 +209,8 @@ with area:
         stream_reply(backend, ReplyPlan(conversation_id), avatar, show_status)
     elif not story and not failed:  # no saved greeting: the character greets from its sheet
         stream_reply(backend, ReplyPlan(conversation_id), avatar, show_status)
-    elif st.session_state.get("retry_model"):  # "try again" with no reply waiting: just load it
-        ensure_ready(backend, show_status)
+    elif st.session_state.get("retry_model") and not ensure_ready(backend, show_status):  # "try again", no reply
+        st.rerun()  # waiting: just load it; if it fails again, the page says why
     elif turns.awaiting_reply(story) and not failed:
         st.button(
             tr("chat.get_reply"), icon=":material/reply:", on_click=plan_reply, args=(ReplyPlan(conversation_id),)

@@ -10,16 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import insert, or_
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
+from storage.characters import visible
 from storage.images import BYTES, Row
 from storage.tables import Attachment, Character, Conversation, Message, SheetImage, User
 
-BATCH = 200
 
-
-def characters(session: Session, owner_id: int | None = None, batch: int = BATCH) -> Iterator[list[Character]]:
+def characters(session: Session, owner_id: int | None, batch: int) -> Iterator[list[Character]]:
     """Every character (one owner's, or everyone's with `owner_id` None), `batch` rows at a time by id."""
     last = 0
     while True:
@@ -33,9 +32,7 @@ def characters(session: Session, owner_id: int | None = None, batch: int = BATCH
         last = rows[-1].id
 
 
-def conversations(
-    session: Session, owner_id: int | None = None, batch: int = BATCH
-) -> Iterator[list[tuple[Conversation, str]]]:
+def conversations(session: Session, owner_id: int | None, batch: int) -> Iterator[list[tuple[Conversation, str]]]:
     """Every conversation with its character's uid, `batch` at a time by id. With `owner_id`: that
     person's own, with characters they may see (their own or shared); with None: everyone's."""
     last = 0
@@ -45,9 +42,8 @@ def conversations(
             .join(Character, col(Character.id) == Conversation.character_id)
             .where(col(Conversation.id) > last)
         )
-        if owner_id is not None:
-            visible = or_(col(Character.owner_id) == owner_id, col(Character.shared).is_(True))
-            stmt = stmt.where(Conversation.owner_id == owner_id, visible)
+        if owner_id is not None:  # their own, with characters they may see
+            stmt = visible(stmt.where(Conversation.owner_id == owner_id), owner_id)
         rows = [(conv, uid) for conv, uid in session.exec(stmt.order_by(col(Conversation.id)).limit(batch)).all()]
         if not rows:
             return

@@ -59,10 +59,10 @@ def create_character(
 
 def count_characters(session: Session, viewer_id: int | None = None, query: str = "", everyone: bool = False) -> int:
     """How many characters the viewer can see that match `query` (everyone's with no viewer)."""
-    return session.exec(_visible(select(func.count(Character.id)), viewer_id, query, everyone)).one()
+    return session.exec(visible(select(func.count(Character.id)), viewer_id, query, everyone)).one()
 
 
-def _visible(stmt: Any, viewer_id: int | None, query: str = "", everyone: bool = False) -> Any:
+def visible(stmt: Any, viewer_id: int | None, query: str = "", everyone: bool = False) -> Any:
     """`stmt` narrowed to what the viewer may see and what a search of names and notes finds."""
     if viewer_id is not None and not everyone:
         stmt = stmt.where(or_(col(Character.owner_id) == viewer_id, col(Character.shared).is_(True)))
@@ -106,11 +106,11 @@ def duplicate_character(
     copy = Character(**profile, owner_id=owner_id)
     session.add(copy)
     session.flush()
-    for image in get_images(session, character_id):  # rows copied here, their bytes inside the database
-        new = SheetImage.from_image(image, character_id=copy.id, position=image.position)
-        session.add(new)
-        session.flush()
-        images_.copy_data(session, SheetImage, [(image.id, new.id)])
+    originals = get_images(session, character_id)  # rows copied here, their bytes inside the database
+    copies = [SheetImage.from_image(image, character_id=copy.id, position=image.position) for image in originals]
+    session.add_all(copies)
+    session.flush()
+    images_.copy_data(session, SheetImage, [(old.id, new.id) for old, new in zip(originals, copies, strict=True)])
     return copy
 
 
@@ -149,7 +149,7 @@ def list_characters(
     conversation counts (nobody learns about another's conversations). Without: all of them.
     The page is chosen first, on small columns; only its rows then read their thumbnails."""
     count, latest = _activity(viewer_id)
-    page = _visible(select(Character.id), viewer_id, query, everyone)
+    page = visible(select(Character.id), viewer_id, query, everyone)
     page = page.order_by(latest.desc(), col(Character.id).desc()).offset(offset).limit(limit)
     ids = list(session.exec(page).all())
     if not ids:
@@ -194,7 +194,7 @@ def list_characters(
 def character_names(session: Session, viewer_id: int | None = None, everyone: bool = False) -> dict[int, str]:
     """Every visible character's name by id, newest activity first: a picker's options, no images."""
     _, latest = _activity(viewer_id)
-    stmt = _visible(select(Character.id, Character.name), viewer_id, everyone=everyone)
+    stmt = visible(select(Character.id, Character.name), viewer_id, everyone=everyone)
     return dict(session.exec(stmt.order_by(latest.desc(), col(Character.id).desc())).all())
 
 

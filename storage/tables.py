@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, Protocol, Self
 
 from sqlalchemy import JSON, Column, ForeignKey, Integer, LargeBinary, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import AutoString, Field, SQLModel
 
 
 def utcnow() -> datetime:
@@ -43,6 +43,8 @@ def _owner() -> Any:
 
 
 LOCAL_USER_ID = 1  # the one user of an install without sign-in; the first migration of users creates it
+MAX_LINE = 200  # characters in a one-line profile field: names are indexed, and an index row has a size limit
+MAX_TEXT = 200_000  # characters in a text profile field
 
 
 def _profile_field(kind: str, *, prompt: bool = False, card: bool = True, **options: Any) -> Any:
@@ -54,8 +56,9 @@ def _profile_field(kind: str, *, prompt: bool = False, card: bool = True, **opti
         if "default" not in options:
             options["default_factory"] = dict
         options.update(sa_type=JSON)
-    else:
+    else:  # text, checked for length wherever a profile is validated (the column itself is unbounded)
         options.setdefault("default", "")
+        options.update(max_length=MAX_TEXT if kind == "text" else MAX_LINE, sa_type=AutoString)
     return Field(schema_extra={"json_schema_extra": {"kind": kind, "prompt": prompt, "card": card}}, **options)
 
 

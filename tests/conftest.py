@@ -156,6 +156,18 @@ def tiny_handle(tiny_checkpoint: Path):
 
 
 @pytest.fixture
+def backend(tiny_checkpoint: Path, tmp_path: Path):
+    """The in-process backend over the tiny checkpoint (not loaded yet), saving its character prefixes
+    in this test's own folder."""
+    from core.gemma.backend import GemmaBackend
+    from core.settings import Settings
+
+    settings = Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu", dtype="float32",
+                        data_dir=tmp_path)  # fmt: skip
+    return GemmaBackend(settings)
+
+
+@pytest.fixture
 def chat_engine(tiny_handle):
     """A fresh engine (own queue and caches) over the shared tiny model."""
     from core.gemma.engine import ChatEngine

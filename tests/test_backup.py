@@ -122,11 +122,6 @@ def contents(engine: Engine) -> dict:
         return found
 
 
-def counts(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES}
-
-
 def snapshot(engine: Engine) -> dict[str, list]:
     with engine.connect() as conn:
         return {t: conn.execute(text(f"SELECT * FROM {t} ORDER BY 1")).all() for t in TABLES}

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bench.servers import free_port
+from bench.servers import free_port, wait_for_http
 from core.archive import read_zip
 from core.cards import read_card
 from tests.conftest import ROOT
@@ -100,14 +99,7 @@ class Server:
             stdout=self.log.open("a"),
             stderr=subprocess.STDOUT,
         )
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"streamlit did not start; see {self.log}")
+        wait_for_http(f"http://127.0.0.1:{self.port}/_stcore/health", self.proc, self.log, 60)  # or its log
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -189,18 +181,7 @@ def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -
     srv, net_log = server
     url = f"http://127.0.0.1:{srv.port}"
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-sync",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US", timezone_id=TIMEZONE)
         # The page too may reach nothing beyond loopback: such requests are recorded and never sent.
         outside: list[str] = []

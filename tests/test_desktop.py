@@ -351,7 +351,6 @@ def test_the_first_run_screen_takes_a_model_folder_typed_in_and_starts(tmp_path:
     env["PYTHONPATH"] = str(ROOT)
     for name in ("REFSHEET_MODEL", "REFSHEET_BACKEND", "REFSHEET_API_BASE"):
         env.pop(name, None)
-    env["HOME"] = str(tmp_path / "home")  # no ~/.streamlit/secrets.toml naming a model
     app = Launched([PYTHON, "-m", "desktop"], env, tmp_path)
     try:
         app.event("first-run", 60)
@@ -410,21 +409,6 @@ def _importable(module: str) -> bool:
     return subprocess.run([PYTHON, "-c", probe], capture_output=True).returncode == 0
 
 
-def _seed_character(data: Path, png: bytes) -> int:
-    """A character in the per-user database, made the way the app makes one."""
-    from core import characters
-    from core.sheets import prepare_image
-    from core.users import LOCAL_USER
-    from storage.db import make_engine, migrate
-
-    engine = make_engine(f"sqlite:///{data / 'refsheet.db'}")
-    migrate(engine)
-    made = characters.create(engine, LOCAL_USER, {"name": "Seraphina", "first_mes": "Welcome to the glade."},
-                             [prepare_image(png)])  # fmt: skip
-    engine.dispose()
-    return made.id
-
-
 @pytest.mark.slow
 @pytest.mark.bundle
 def test_the_built_folder_runs_from_anywhere_and_keeps_a_streamed_reply(
@@ -438,12 +422,12 @@ def test_the_built_folder_runs_from_anywhere_and_keeps_a_streamed_reply(
 
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _seed, _wait_idle
 
     env = desktop_env(tmp_path, display, tiny_checkpoint)
     data = tmp_path / "home" / "data" / "RefSheetChat"
     data.mkdir(parents=True)
-    character = _seed_character(data, neutral_png)
+    character = _seed(data, neutral_png, "Seraphina", first_mes="Welcome to the glade.")
     app = Launched([str(folder / "RefSheetChat")], env, tmp_path)
     try:
         server = app.event("server", 180)
@@ -460,12 +444,12 @@ def test_the_built_folder_runs_from_anywhere_and_keeps_a_streamed_reply(
             page.goto(f"{server['url']}/chat?character={character}")
             chat_input = page.locator('[data-testid="stChatInputTextArea"]')
             expect(chat_input).to_be_enabled(timeout=120_000)
-            page.wait_for_selector('[data-test-script-state="notRunning"]', timeout=120_000)
+            _wait_idle(page)
             chat_input.fill("Hello from the desktop build")
             chat_input.press("Enter")
             messages = page.locator('[data-testid="stChatMessage"]')
             expect(messages).to_have_count(3, timeout=180_000)
-            page.wait_for_selector('[data-test-script-state="notRunning"]', timeout=180_000)
+            _wait_idle(page)
             browser.close()
 
         def saved_reply() -> tuple[str, str] | None:

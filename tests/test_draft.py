@@ -77,12 +77,9 @@ def test_drafting_one_field_again_reads_the_same_pictures_first(sheet) -> None:
     assert '"greeting"' not in one.history[-1].text and "Seraphina" in one.history[-1].text
 
 
-def test_the_tiny_model_drafts_then_one_field_reuses_its_reading(tiny_checkpoint, sheet) -> None:
+def test_the_tiny_model_drafts_then_one_field_reuses_its_reading(backend, sheet) -> None:
     """End to end with the real (random, tiny) Gemma 3: its answer is gibberish, which exercises the
     fallback; the second run starts from the cached pictures."""
-    from core.gemma.backend import GemmaBackend
-
-    backend = GemmaBackend(Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu"))
     backend.prepare()
     run = read_sheet(backend, [sheet], "Guardian of the forest", "English")
     text = "".join(run)
@@ -94,10 +91,7 @@ def test_the_tiny_model_drafts_then_one_field_reuses_its_reading(tiny_checkpoint
     assert stats.cache in ("prefix", "conversation") and stats.prefilled_tokens < stats.prompt_tokens
 
 
-def test_stop_ends_a_draft_with_what_came(tiny_checkpoint, sheet) -> None:
-    from core.gemma.backend import GemmaBackend
-
-    backend = GemmaBackend(Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu"))
+def test_stop_ends_a_draft_with_what_came(backend, sheet) -> None:
     backend.prepare()
     stop = threading.Event()
     run = read_sheet(backend, [sheet], "", "English", stop=stop)
@@ -148,7 +142,7 @@ def test_read_the_sheet_on_create_with_the_tiny_model(app_env, neutral_png) -> N
     at.button(key="draft_all_0").click().run(timeout=300)
     assert not at.exception
     notes_now = next(t.value for t in at.text_area if t.label == "Notes")
-    filled = [t.value for t in at.text_input if t.label == "Name"] + [t.value for t in at.text_area if t.value]
+    filled = [t.value for t in [*at.text_input, *at.text_area] if t.label != "Notes" and t.value]
     assert notes_now.startswith("Guardian of the forest")
     assert len(notes_now) > len("Guardian of the forest") or any(filled)  # the gibberish went somewhere visible
 
@@ -174,3 +168,15 @@ def test_the_library_editor_drafts_one_field_with_the_tiny_model_and_saves_the_e
     at.button(key=f"FormSubmitter:edit_{sera}-Save").click().run()
     with Session(app_db) as s:
         assert s.get(Character, sera).description.startswith("A tall elf")
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_load_says_why_where_the_draft_was_asked(app_env, neutral_png, monkeypatch) -> None:
+    monkeypatch.setenv("REFSHEET_MODEL", str(app_env / "no-such-model"))
+    at = new_app("pages/create.py")
+    at.file_uploader(key="main_0").set_value(("sheet.png", neutral_png, "image/png")).run()
+    at.button(key="draft_all_0").click().run()
+    assert not at.exception
+    assert any("does not exist" in e.value for e in at.error)  # said here, not on another page's next run
+    at.button(key="draft_retry_0").click().run()  # tries again (and would draft): still no model, said again
+    assert any("does not exist" in e.value for e in at.error)

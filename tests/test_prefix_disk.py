@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 
 from core.backend import ReplyRequest
-from core.gemma.backend import GemmaBackend
 from core.gemma.engine import ChatEngine, new_cache
 from core.gemma.kvcache import MB, KVStore
 from core.gemma.prefix_disk import SUFFIX, PrefixDisk
 from core.profile import Profile
 from core.prompts import PromptImage, Turn, character_prompt, prefix_message
 from core.sampling import SamplerSettings
-from core.settings import Settings
 from tests.test_kvcache import vision_calls
 
 GREEDY = SamplerSettings(temperature=0, max_new_tokens=16)
@@ -102,11 +100,6 @@ def test_a_prefix_that_cannot_be_saved_costs_the_reply_nothing(tiny_handle_f32, 
 
 
 # -- warming up --------------------------------------------------------------------------------------
-@pytest.fixture
-def backend(tiny_checkpoint: Path, tmp_path: Path) -> GemmaBackend:
-    settings = Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu", dtype="float32",
-                        data_dir=tmp_path)  # fmt: skip
-    return GemmaBackend(settings)
 
 
 def test_a_warm_up_never_loads_the_model(backend, prefix) -> None:

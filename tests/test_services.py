@@ -115,3 +115,15 @@ def test_every_prompt_field_of_the_one_profile_reaches_the_instruction(engine) -
     instruction = character_prompt(profile_of(made), [_image()]).instruction
     assert all(v in instruction for k, v in values.items() if k != "creator_notes")
     assert "<creator-notes-value>" not in instruction
+
+
+def test_a_name_too_long_for_any_database_index_is_refused_by_length(engine) -> None:
+    """The profile's own limits hold for whatever fills it (a form, a card, a draft, a backup)."""
+    with pytest.raises(Refused) as info:
+        characters.create(engine, LOCAL_USER, {"name": "N" * 201}, [_image()])
+    assert info.value.params == {"field": "name", "limit": 200}
+    assert "200" in info.value.message("en") and "200" in info.value.message("zh")
+    made = characters.create(engine, LOCAL_USER, {"name": "N" * 200}, [_image()])
+    with pytest.raises(Refused, match="at most 200"):
+        characters.update(engine, LOCAL_USER, made.id, {"creator": "c" * 201})
+    assert _count(engine, Character) == 1 and characters.get(engine, LOCAL_USER, made.id).creator == ""

@@ -63,7 +63,7 @@ def snapshot(engine) -> dict[str, list]:
 class NoBackend:
     """TEST DOUBLE: a loaded backend that must never be asked (the access check comes first)."""
 
-    prepared = True
+    prepared = warms = True
 
     def stream(self, request: ReplyRequest, stop=None, on_progress=None) -> ReplyStream:
         raise AssertionError("the backend was reached")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import streamlit as st
 
@@ -184,10 +185,13 @@ def sampler_form(conversation: Conversation, backend: Backend) -> None:
 # -- the model, and a reply being written -------------------------------------------------------------
 def model_failure(status: BackendStatus, conversation_id: int, awaiting_reply: bool) -> None:
     """Why the model cannot serve, once, with the one button that tries again (and then replies)."""
+    failure_notice(status, on_click=_retry, args=(conversation_id, awaiting_reply))
+
+
+def failure_notice(status: BackendStatus, key: str | None = None, **retry: Any) -> None:
+    """Why the model cannot serve, and the button that tries loading it again (`retry`: its callback)."""
     st.error(say(status.error) if status.error else tr("chat.model_failed"), icon=":material/error:")
-    st.button(
-        tr("chat.retry_model"), icon=":material/refresh:", on_click=_retry, args=(conversation_id, awaiting_reply)
-    )
+    st.button(tr("chat.retry_model"), icon=":material/refresh:", key=key, **retry)
 
 
 def _retry(conversation_id: int, awaiting_reply: bool) -> None:
@@ -197,8 +201,8 @@ def _retry(conversation_id: int, awaiting_reply: bool) -> None:
 
 
 def ensure_ready(backend: Backend, on_ready: Callable[[], None] | None = None) -> bool:
-    """Load the model (or connect) showing each phase and its clock. On failure the page is redrawn,
-    where the reason shows once with its retry button; a failure is retried only when asked."""
+    """Load the model (or connect) showing each phase and its clock; False if it cannot serve (the
+    caller shows why, with `failure_notice`). A failure is retried only when asked."""
     status = backend.status()
     retry = st.session_state.pop("retry_model", False)
     if status.state == "ready" and backend.prepared:
@@ -211,7 +215,7 @@ def ensure_ready(backend: Backend, on_ready: Callable[[], None] | None = None) -
             backend.prepare(progress=lambda phase: box.update(label=say(phase)))
         except BackendError:
             slot.empty()
-            st.rerun()
+            return False
     slot.empty()  # loaded: nothing stale stays on the page
     if on_ready is not None:
         on_ready()
@@ -224,7 +228,7 @@ def stream_reply(
     """Write the planned reply into a new bubble, saying what it waits for until the text comes, and
     saving it as it streams; then redraw the page."""
     if not ensure_ready(backend, on_ready):
-        return
+        st.rerun()  # the page shows why once, beside the conversation, with its retry button
     with st.chat_message("assistant", avatar=avatar):
         st.button(tr("chat.stop"), icon=":material/stop_circle:", key="stop")  # any click reruns: that stops it
         note = st.empty()

@@ -16,7 +16,7 @@ from core.backend import Backend
 from core.draft import FIELDS, parse_draft, read_sheet
 from core.errors import UserError
 from core.prompts import PromptImage
-from ui.chat import ensure_ready
+from ui.chat import ensure_ready, failure_notice
 from ui.language import lang, reply_language, say, tr
 from ui.profile_form import shown_value
 
@@ -71,16 +71,16 @@ def draft_controls(
         if notice := st.session_state.pop(f"draft_notice_{suffix}", None):
             text, good = notice
             (st.success if good else st.warning)(text, icon=":material/auto_awesome:")
-        if everything or one:
-            _stream_draft(backend, suffix, images() if callable(images) else images, None if everything else field)
+        redo = st.session_state.pop(f"draft_redo_{suffix}", None)  # "try again" after the model failed to load
+        if everything or one or redo:
+            only = redo[0] if redo else None if everything else field
+            _stream_draft(backend, suffix, images() if callable(images) else images, only)
 
 
 def _stream_draft(backend: Backend, suffix: str | int, images: Sequence[PromptImage], only: str | None) -> None:
     if not ensure_ready(backend):
-        status = backend.status()
-        st.error(say(status.error) if status.error else tr("chat.model_failed"), icon=":material/error:")
-        st.button(tr("chat.retry_model"), icon=":material/refresh:", key=f"draft_retry_{suffix}",
-                  on_click=st.session_state.update, kwargs={"retry_model": True})  # fmt: skip
+        failure_notice(backend.status(), key=f"draft_retry_{suffix}", on_click=st.session_state.update,
+                       kwargs={"retry_model": True, f"draft_redo_{suffix}": (only,)})  # fmt: skip
         return
     st.button(tr("chat.stop"), icon=":material/stop_circle:", key=f"draft_stop_{suffix}")  # a click reruns: it stops
     language = st.session_state.get(f"language_{suffix}") or reply_language()

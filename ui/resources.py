@@ -14,11 +14,12 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from core.backend import Backend, BackendError, make_backend
-from core.i18n import t, ui_language_for
+from core.i18n import t
 from core.settings import Settings, load_settings
 from core.sheets import ImageLimits
 from core.users import Actor, with_persona
 from storage.db import DatabaseProblem, check_database, known_revisions, make_engine, migrate
+from ui.language import lang
 
 
 def settings() -> Settings:
@@ -41,7 +42,7 @@ def db() -> Engine:
     try:
         return _engine_for(settings().database_url)
     except DatabaseProblem as problem:
-        st.error(t(f"database.{problem.code}", lang_of_session(), where=problem.where, detail=problem.detail),
+        st.error(t(f"database.{problem.code}", lang(), where=problem.where, detail=problem.detail),
                  icon=":material/database:")  # fmt: skip
         st.stop()
 
@@ -70,11 +71,6 @@ def backend() -> Backend:
                      s.prefix_cache_mb, str(s.data_dir), s.api_base, s.api_model, s.api_image_side, s.api_timeout,
                      key_id)  # fmt: skip
     return _backend_for(s, configuration)
-
-
-def lang_of_session() -> str:
-    """The UI language, read without the language module (which needs a working page)."""
-    return st.session_state.get("ui_lang_choice") or ui_language_for(st.context.locale)
 
 
 def actor() -> Actor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,8 +28,8 @@ from ui.persona import persona_panel
 
 def unique_labels(labels: dict[int, str]) -> dict[int, str]:
     """Picker labels that can be told apart: a label shared by several ids gets each one's number."""
-    shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
-    return {i: f"{label} (#{i})" if label in shared else label for i, label in labels.items()}
+    uses = Counter(labels.values())
+    return {i: f"{label} (#{i})" if uses[label] > 1 else label for i, label in labels.items()}
 
 
 def fresh_area(key: str, showing: object) -> Any:

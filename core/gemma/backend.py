@@ -12,9 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from core.backend import BackendStatus, OnProgress, Progress, ReplyRequest, ReplyStream
+from core.backend import BackendStatus, OnProgress, Progress, ReplyRequest, ReplyStream, Reporter
 from core.gemma import model_thread
 from core.gemma.engine import ChatEngine, new_cache
 from core.gemma.kvcache import MB, KVStore, default_limit_mb
@@ -94,6 +93,8 @@ class GemmaBackend:
     def count_tokens(self, request: ReplyRequest) -> int:
         return self.engine().request_tokens(request)
 
+    warms = True  # a loaded model reads new and changed characters in the background
+
     def warm(self, prefix: CharacterPrompt, tag: str = "") -> None:
         """Encode a new or changed character's prefix in the background, if the model is loaded (a
         warm-up never loads it), so its first reply does not wait for the vision tower. Replies go
@@ -150,7 +151,7 @@ class GemmaBackend:
         preload) is loading it waits for that load, seeing the same phases."""
         if self._engine is not None:
             return self._engine
-        relay = _Relay(progress)
+        relay = Reporter(progress, time.perf_counter())  # phases with the clock of this caller's wait
         while not self._lock.acquire(timeout=0.2):
             relay(self._phase)
         try:
@@ -173,7 +174,7 @@ class GemmaBackend:
         finally:
             self._lock.release()
 
-    def _load(self, relay: _Relay) -> ModelHandle:
+    def _load(self, relay: Reporter) -> ModelHandle:
         """Load on the model thread; relay its progress to the caller's thread (where the UI is)."""
 
         def note(phase: Text) -> None:
@@ -188,18 +189,3 @@ class GemmaBackend:
             relay(self._phase)
             if handle is not None:
                 return handle
-
-
-class _Relay:
-    """Hands loading phases to a caller's `progress`: a new phase at once, the same one each second
-    (with its clock, counted from when this caller started waiting)."""
-
-    def __init__(self, progress: Progress | None) -> None:
-        self._progress, self._started = progress, time.monotonic()
-        self._shown: tuple[Any, float] = (None, 0.0)
-
-    def __call__(self, phase: Text | None) -> None:
-        now = time.monotonic()
-        if self._progress and phase and (phase != self._shown[0] or now - self._shown[1] >= 1.0):
-            self._shown = (phase, now)
-            self._progress(Text(phase.key, {**phase.params, "elapsed": int(now - self._started)}))

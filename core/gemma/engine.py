@@ -196,8 +196,7 @@ class ChatEngine:
 
     def fit(self, request: ReplyRequest) -> tuple[list[dict[str, Any]], list[PromptImage], int]:
         """Messages that fit the context budget, dropping the oldest turns (never the prefix)."""
-        carried = len(self.handle.tokenizer(request.continuation, add_special_tokens=False)["input_ids"])
-        return fit(request, self.count_tokens, self.handle.context_limit - carried)
+        return fit(request, self.count_tokens, self.handle.context_limit)
 
     # -- warming up -------------------------------------------------------------------------------
     def warm(self, prefix: CharacterPrompt, yield_to: Callable[[], bool] | None = None) -> bool:

@@ -80,9 +80,6 @@ class TokenStreamer:
                 return
             yield item
 
-    def __iter__(self) -> Iterator[str]:
-        return (item for item in self.items(tick=1.0) if isinstance(item, str))
-
 
 def stop_criterion(event: threading.Event) -> Any:
     """A `StoppingCriteria` that ends generation at the next decoding step once `event` is set.
