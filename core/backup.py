@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Annotated, Any, BinaryIO
 
 from PIL import Image
@@ -64,6 +64,7 @@ from storage.tables import (
     SheetImage,
     StoredImage,
     User,
+    as_utc,
     utcnow,
 )
 
@@ -112,7 +113,7 @@ class _Row(BaseModel):
     def _utc(cls, value: Any) -> Any:
         """Every time aware and in UTC (one without a zone is taken as UTC)."""
         if isinstance(value, datetime):
-            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+            return as_utc(value)
         return value
 
 
@@ -349,7 +350,7 @@ def _user_entry(user: User) -> dict[str, Any]:
 
 
 def _when(value: datetime) -> str:
-    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
+    return as_utc(value).isoformat()
 
 
 def _json(value: Any) -> bytes:

@@ -26,6 +26,7 @@ from typing import Any
 from core.errors import UserError
 from core.i18n import t
 from core.text import clean_text, dumps
+from storage.tables import as_utc  # a time without a zone (SQLite's, or a file's) is UTC
 
 MAX_CHAT_BYTES = 32 * 2**20  # long SillyTavern chats with many swipes are a few MB
 MAX_MESSAGES = 20_000  # message lines in one file
@@ -79,25 +80,20 @@ _MERIDIEM = re.compile(r"([A-Za-z]{3,})\.? (\d{1,2}),? (\d{4}),? (\d{1,2}):(\d{2
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 
 
-def utc(moment: datetime) -> datetime:
-    """Aware UTC (SQLite hands datetimes back naive; they were stored as UTC)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def humanized(moment: datetime) -> str:
     """SillyTavern's message time, "2024-5-12 @14h 30m 12s 345ms", in UTC (how its reader takes it)."""
-    m = utc(moment)
+    m = as_utc(moment)
     return f"{m.year}-{m.month}-{m.day} @{m.hour:02d}h {m.minute:02d}m {m.second:02d}s {m.microsecond // 1000:02d}ms"
 
 
 def humanized_short(moment: datetime) -> str:
     """SillyTavern's chat creation time, "2024-05-12@14h30m12s" (UTC)."""
-    return f"{utc(moment):%Y-%m-%d@%Hh%Mm%Ss}"
+    return f"{as_utc(moment):%Y-%m-%d@%Hh%Mm%Ss}"
 
 
 def _iso(moment: datetime) -> str:
     """What `JSON.stringify(new Date())` writes: "2024-05-12T14:30:12.345Z"."""
-    return f"{utc(moment):%Y-%m-%dT%H:%M:%S}.{utc(moment).microsecond // 1000:03d}Z"
+    return f"{as_utc(moment):%Y-%m-%dT%H:%M:%S}.{as_utc(moment).microsecond // 1000:03d}Z"
 
 
 def parse_send_date(value: Any, now: datetime) -> datetime:
@@ -118,7 +114,7 @@ def parse_send_date(value: Any, now: datetime) -> datetime:
             month = _MONTHS.index(month_name[:3].lower()) + 1
             hour24 = int(hour) % 12 + (12 if meridiem.lower() == "pm" else 0)
             return datetime(int(year), month, int(day), hour24, int(minute), int(second or 0), tzinfo=UTC)
-        return utc(datetime.fromisoformat(value.strip()))
+        return as_utc(datetime.fromisoformat(value.strip()))
     except (ValueError, OverflowError, OSError):
         return now
 
@@ -170,7 +166,7 @@ def to_jsonl(chat: Chat) -> bytes:
 
 
 def _when(moment: datetime) -> str:
-    return f"{utc(moment):%Y-%m-%d %H:%M} UTC"
+    return f"{as_utc(moment):%Y-%m-%d %H:%M} UTC"
 
 
 def _one_line(text: str) -> str:

@@ -33,7 +33,7 @@ from core.sheets import PreparedImage
 from core.text import clean_text
 from core.users import Actor
 from storage import conversations as convs
-from storage.tables import Message, MessageStatus, Role
+from storage.tables import Message, MessageStatus, Role, as_utc
 
 FLUSH_SECONDS = 1.0
 FLUSH_CHUNKS = 16
@@ -76,9 +76,7 @@ class Bubble:
 def _claim_expired(updated_at: datetime | None) -> bool:
     if updated_at is None:
         return True
-    if updated_at.tzinfo is None:
-        updated_at = updated_at.replace(tzinfo=UTC)  # SQLite hands datetimes back naive; they are UTC
-    return datetime.now(UTC) - updated_at > CLAIM_LEASE
+    return datetime.now(UTC) - as_utc(updated_at) > CLAIM_LEASE
 
 
 def stored_error(exc: BaseException) -> str:

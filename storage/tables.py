@@ -19,8 +19,13 @@ from sqlmodel import AutoString, Field, SQLModel
 
 
 def utcnow() -> datetime:
-    """Aware UTC; SQLModel stores it as UTC and hands it back aware."""
+    """Aware UTC: what every time column stores."""
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A stored time, aware and in UTC: SQLite hands times back naive, and they were stored as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def new_uid() -> str:

@@ -24,6 +24,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("REFSHEET_SHARED_DIR", ROOT.parent / "shared"))
 
 
+def sheet_image(colour: str = "red"):
+    """A small prepared picture of one colour (named after it), as an upload becomes."""
+    from core.sheets import prepare_image
+
+    return prepare_image(encode(Image.new("RGB", (48, 64), colour), "PNG"), f"{colour}.png")
+
+
+def person(engine: Engine, name: str):
+    """Someone signed in through the identity provider (name@example.test); carol is an admin."""
+    from core.users import Identity, Policy, sign_in
+
+    identity = Identity("https://id.example", name, f"{name}@example.test", name.title(), True)
+    return sign_in(engine, identity, Policy(admins=frozenset({"carol@example.test"})))
+
+
 @pytest.fixture(autouse=True)
 def _run_from_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
     """AppTest and the secrets file are resolved relative to the repository root."""

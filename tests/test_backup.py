@@ -16,21 +16,20 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from core import backup, characters, conversations, turns, users
+from core import backup, characters, conversations, turns
 from core.archive import ArchiveError
 from core.backup import BackupError, RestoreReport
 from core.sampling import SamplerSettings
 from core.sheets import PreparedImage, prepare_image
-from core.users import LOCAL_USER, Actor, Identity, Policy
+from core.users import LOCAL_USER, Actor
 from storage import characters as chars
 from storage import conversations as convs
 from storage.db import make_engine, migrate, session_scope
 from storage.tables import Character, Conversation, Message, MessageStatus, User
-from tests.conftest import SHARED
+from tests.conftest import SHARED, person
 
 TABLES = ("app_user", "character", "sheetimage", "sheetimagebytes", "conversation", "message", "attachment",
           "attachmentbytes")  # fmt: skip
-POLICY = Policy(admins=frozenset({"carol@example.test"}))
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +51,6 @@ def other(tmp_path: Path):
     engine = fresh(f"sqlite:///{tmp_path / 'other' / 'refsheet.db'}")
     yield engine
     engine.dispose()
-
-
-def person(engine: Engine, name: str) -> Actor:
-    identity = Identity("https://id.example", name, f"{name}@example.test", name.title(), True)
-    return users.sign_in(engine, identity, POLICY)
 
 
 def make_library(engine: Engine, actor: Actor, art: dict[str, PreparedImage], name: str = "Seraphina") -> dict:

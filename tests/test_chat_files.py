@@ -10,25 +10,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from sqlmodel import Session, func, select
 
-from core import characters, chat_files, conversations, turns, users
+from core import characters, chat_files, conversations, turns
 from core.chat_files import ChatFileError, parse_send_date
 from core.errors import NotFound
 from core.sheets import prepare_image
-from core.users import LOCAL_USER, Actor, Identity, Policy
+from core.users import LOCAL_USER, Actor
 from storage import conversations as convs
 from storage.db import session_scope
 from storage.tables import Conversation, Message, MessageStatus, Role
-from tests.conftest import encode, new_app
+from tests.conftest import new_app, person
+from tests.conftest import sheet_image as _image
 
 ST_CHAT = Path(__file__).parent / "data" / "sillytavern_chat.jsonl"
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-def _image(colour: str = "red"):
-    return prepare_image(encode(Image.new("RGB", (48, 64), colour), "PNG"), f"{colour}.png")
 
 
 def _count(engine, table) -> int:
@@ -227,13 +223,7 @@ def test_text_is_cleaned_of_nul_and_lone_surrogates(engine) -> None:
 
 # -- whose it is ----------------------------------------------------------------------------------------
 def test_nobody_exports_or_imports_into_someone_elses_private_chat(engine) -> None:
-    policy = Policy(admins=frozenset({"carol@example.test"}))
-
-    def person(name: str) -> Actor:
-        return users.sign_in(engine, Identity("https://id.example", name, f"{name}@example.test", name.title(), True),
-                             policy)  # fmt: skip
-
-    alice, bob, carol = person("alice"), person("bob"), person("carol")
+    alice, bob, carol = person(engine, "alice"), person(engine, "bob"), person(engine, "carol")
     secret, chat = _long_chat(engine, alice)
     before = (_count(engine, Conversation), _count(engine, Message))
     for intruder in (bob, carol):  # an admin reads no one's conversations either

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from PIL import Image
 
 from core import characters, conversations, turns, users
 from core.errors import Refused
-from core.sheets import prepare_image
-from core.users import LOCAL_USER, Identity, Policy
+from core.users import LOCAL_USER
 from storage.db import make_engine, migrate
-from tests.conftest import encode, new_app
-
-
-def _image():
-    return prepare_image(encode(Image.new("RGB", (48, 64), "teal"), "PNG"), "sheet.png")
+from tests.conftest import new_app, person
+from tests.conftest import sheet_image as _image
 
 
 def _greeted(engine, actor) -> str:
@@ -59,11 +54,7 @@ def test_a_persona_survives_a_restart_and_too_long_is_refused(db_url) -> None:
 
 
 def test_each_signed_in_person_has_their_own_persona(engine) -> None:
-    def person(name: str):
-        return users.sign_in(engine, Identity("https://id.example", name, f"{name}@example.test", name.title(), True),
-                             Policy())  # fmt: skip
-
-    alice, bob = person("alice"), person("bob")
+    alice, bob = person(engine, "alice"), person(engine, "bob")
     assert users.with_persona(engine, bob).user_name == "Bob"  # the provider's name until they choose one
     users.save_persona(engine, alice, "Captain A", "Leads the expedition.")
     assert users.with_persona(engine, alice).user_name == "Captain A"

@@ -5,21 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from PIL import Image
 from sqlmodel import Session, func, select
 
 from core import characters, conversations, turns
 from core.errors import NotFound, Refused
 from core.profile import PROMPT_FIELDS, profile_of
 from core.prompts import character_prompt
-from core.sheets import prepare_image
 from core.users import LOCAL_USER
 from storage.tables import Character, Message, SheetImage
-from tests.conftest import encode
-
-
-def _image(colour: str = "red"):
-    return prepare_image(encode(Image.new("RGB", (48, 64), colour), "PNG"), f"{colour}.png")
+from tests.conftest import sheet_image as _image
 
 
 def _count(engine, table) -> int:

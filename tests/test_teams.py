@@ -8,7 +8,6 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from PIL import Image
 from sqlalchemy import text
 from sqlmodel import Session
 
@@ -17,8 +16,9 @@ from core.backend import ReplyRequest, ReplyStream
 from core.errors import NotFound, Refused
 from core.sampling import SamplerSettings
 from core.sheets import prepare_image
-from core.users import Actor, Identity, NotAllowed, Policy
-from tests.conftest import encode
+from core.users import Identity, NotAllowed, Policy
+from tests.conftest import person
+from tests.conftest import sheet_image as _image
 
 TABLES = ("app_user", "character", "sheetimage", "sheetimagebytes", "conversation", "message", "attachment",
           "attachmentbytes")  # fmt: skip
@@ -29,18 +29,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'data' / 'refsheet.db'}"
     return request.getfixturevalue("postgres_url")
-
-
-def _image(colour: str = "red"):
-    return prepare_image(encode(Image.new("RGB", (48, 64), colour), "PNG"), f"{colour}.png")
-
-
-POLICY = Policy(admins=frozenset({"carol@example.test"}))
-
-
-def person(engine, name: str) -> Actor:
-    return users.sign_in(engine, Identity("https://id.example", name, f"{name}@example.test", name.title(), True),
-                         POLICY)  # fmt: skip
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from core.cards import CardError
 from core.characters import CardDraft
 from core.lore import Lorebook
 from core.sheets import PreparedImage, check_uploads
+from storage.tables import as_utc
 from ui import resources
 from ui.auth import who_is_here
 from ui.language import language_switch, say, tr
@@ -60,8 +61,7 @@ def page_setup() -> None:
 
 def local_time(moment: datetime) -> str:
     """A stored UTC time in the browser's time zone; marked UTC where the browser did not say its zone."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # SQLite hands datetimes back naive; they were stored as UTC
+    moment = as_utc(moment)
     try:
         zone = ZoneInfo(st.context.timezone) if st.context.timezone else None
     except (ZoneInfoNotFoundError, ValueError):
