@@ -59,8 +59,8 @@ def read_zip(raw: bytes, file_name: str, limits: ZipLimits = ZipLimits()) -> dic
         files: dict[str, bytes] = {}
         total = 0
         for info in infos:
-            if info.filename in files:
-                raise ArchiveError("unsafe_path", name=file_name, member=info.filename[:200])
+            if info.filename in files:  # two members of one name: which one is meant cannot be known
+                raise ArchiveError("duplicate", name=file_name, member=info.filename[:200])
             data = _inflate(archive, info, file_name, limits.member_bytes)
             total += len(data)
             if total > limits.total_bytes:

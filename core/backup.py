@@ -19,17 +19,21 @@ uid: one already in the library is skipped (a skipped character still receives t
 conversations with it), so restoring twice adds nothing the second time. The database numbers every
 new row itself, so a backup from SQLite restores into PostgreSQL and back.
 
-Scope: an admin (the local user of an install without sign-in is one) backs up everything and
-restores everyone's rows to their owners, known by issuer and subject (a person not here yet is
-added). Anyone else backs up their own characters and their own conversations (those with someone
-else's shared character carry only that character's uid), and what they restore becomes theirs.
+Scope: in the app everyone, admins included, backs up their own characters and their own
+conversations (those with someone else's shared character carry only that character's uid), and
+what they restore becomes theirs; nobody's backup holds another person's conversations. The
+whole server (every person's rows, restored to their owners, known by issuer and subject) is
+backed up and restored only by the operator, on the server (`python -m core.server_backup`), where
+the database is readable anyway. The app refuses to restore such a backup.
+
+A restore decodes every picture and thumbnail in full before storing anything: a truncated picture
+(a valid header, checksums redone) would otherwise break every page that shows it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tempfile
 import warnings
 import zipfile
@@ -50,7 +54,7 @@ from core.archive import ZipLimits, read_zip
 from core.errors import UserError
 from core.profile import Profile
 from core.sheets import ACCEPTED_FORMATS, ImageLimits
-from core.text import clean, dumps
+from core.text import clean, dumps, loads
 from core.users import MAX_PERSONA_DESCRIPTION, MAX_PERSONA_NAME, Actor
 from storage import backup as store
 from storage.images import data_of
@@ -214,7 +218,7 @@ class Manifest(_Row):
 
 # -- backup ----------------------------------------------------------------------------------------
 def backup(db: Engine, actor: Actor) -> bytes:
-    """The actor's library (everything, for an admin) as one zip file."""
+    """The actor's own library as one zip file."""
     out = io.BytesIO()
     write_backup(db, actor, out)
     return out.getvalue()
@@ -224,23 +228,25 @@ def file_name(when: datetime | None = None) -> str:
     return f"refsheet-backup-{(when or utcnow()).strftime('%Y-%m-%d')}.zip"
 
 
-def write_backup(db: Engine, actor: Actor, out: BinaryIO) -> Manifest:
+def write_backup(db: Engine, actor: Actor, out: BinaryIO, *, everyone: bool = False) -> Manifest:
     """Write the backup to `out`, a batch of rows at a time: pictures go straight into the zip, each
-    once; rows are spooled (to disk past a few MB) and added after them with the manifest."""
+    once; rows are spooled (to disk past a few MB) and added after them with the manifest.
+    `everyone`: the whole server (the operator's command only; never reachable from a page)."""
     created = utcnow()
-    owner = None if actor.is_admin else actor.id
+    characters = None if everyone else access.characters_owned(actor)
+    conversations = None if everyone else access.conversations_seen(actor)
     counts: Counter[str] = Counter()
     with Session(db) as session, _ZipWriter(out, created) as archive:
-        people = store.users(session, None if actor.is_admin else [actor.id])
+        people = store.users(session, None if everyone else [actor.id])
         with archive.spooled(CHARACTERS) as lines:
-            for batch in store.characters(session, owner, BATCH):
+            for batch in store.characters(session, characters, BATCH):
                 sheets = store.images_of(session, SheetImage, [c.id for c in batch])
                 _pictures(session, archive, SheetImage, [row for rows in sheets.values() for row in rows])
                 for character in batch:
                     lines(_character_entry(character, sheets[character.id], people))
                 counts.update(characters=len(batch), sheet_images=sum(map(len, sheets.values())))
         with archive.spooled(CONVERSATIONS) as lines:
-            for pairs in store.conversations(session, owner, BATCH):
+            for pairs in store.conversations(session, conversations, BATCH):
                 ids = [conv.id for conv, _ in pairs]
                 attachments, messages = store.images_of(session, Attachment, ids), store.messages_of(session, ids)
                 _pictures(session, archive, Attachment, [row for rows in attachments.values() for row in rows])
@@ -258,7 +264,7 @@ def write_backup(db: Engine, actor: Actor, out: BinaryIO) -> Manifest:
             format=FORMAT,
             version=VERSION,
             created=created,
-            scope=Scope(everyone=actor.is_admin, user=_person(me) if me else Person(issuer="?", subject="?")),
+            scope=Scope(everyone=everyone, user=_person(me) if me else Person(issuer="?", subject="?")),
             counts=dict(counts),
             files=archive.files,
         )
@@ -421,12 +427,16 @@ class Contents:
     files: dict[str, bytes]
 
 
-def restore(db: Engine, actor: Actor, raw: bytes, name: str) -> RestoreReport:
+def restore(db: Engine, actor: Actor, raw: bytes, name: str, *, everyone: bool = False) -> RestoreReport:
     """Add what the backup holds and the library lacks, in one transaction: all of it or, on any
-    error, nothing. Raises `BackupError` or `ArchiveError` (a damaged file) before writing anything."""
+    error, nothing. Raises `BackupError` or `ArchiveError` (a damaged file) before writing anything.
+    `everyone`: rows go back to their owners (the operator's command); otherwise they become the
+    actor's, and a whole-server backup is refused (it holds other people's conversations)."""
     contents = read_backup(raw, name)
+    if contents.manifest.scope.everyone and not everyone:
+        raise BackupError("whole_server", name=name)
     with access.writing(db) as session:
-        return _Restore(session, actor, contents).run()
+        return _Restore(session, actor, contents, everyone).run()
 
 
 def read_backup(raw: bytes, name: str) -> Contents:
@@ -444,7 +454,7 @@ def read_backup(raw: bytes, name: str) -> Contents:
 def _manifest(files: dict[str, bytes], name: str) -> Manifest:
     raw = files.get(MANIFEST)
     try:
-        data = json.loads(raw) if raw is not None else None
+        data = loads(raw) if raw is not None else None
     except ValueError:
         data = None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -469,19 +479,24 @@ def _manifest(files: dict[str, bytes], name: str) -> Manifest:
 
 
 def _rows(files: dict[str, bytes], member: str, name: str, whole: bool = False) -> Iterator[tuple[int, Any]]:
-    """(line number, value) of a JSON Lines member (or of a JSON list, `whole`), cleaned for storing."""
-    try:
-        if whole:
-            values = json.loads(files[member])
-            if not isinstance(values, list):
-                raise ValueError("not a list")
-            yield from ((i, clean(v)) for i, v in enumerate(values, 1))
-            return
-        for number, line in enumerate(files[member].splitlines(), 1):
-            if line.strip():
-                yield number, clean(json.loads(line))
-    except ValueError as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
-        raise BackupError("bad_rows", name=name, member=member, line=0, detail=str(exc)[:200]) from exc
+    """(line number, value) of a JSON Lines member (or of a JSON list, `whole`), cleaned for storing.
+    Strict JSON: NaN, Infinity and nesting too deep to parse are refused, naming the line."""
+
+    def parsed(raw: bytes, number: int) -> Any:
+        try:
+            return loads(raw)
+        except ValueError as exc:  # JSONDecodeError, bad UTF-8, NaN and too deep are all ValueErrors
+            raise BackupError("bad_rows", name=name, member=member, line=number, detail=str(exc)[:200]) from exc
+
+    if whole:
+        values = parsed(files[member], 1)
+        if not isinstance(values, list):
+            raise BackupError("bad_rows", name=name, member=member, line=1, detail="not a list")
+        yield from ((i, clean(v)) for i, v in enumerate(values, 1))
+        return
+    for number, line in enumerate(files[member].splitlines(), 1):
+        if line.strip():
+            yield number, clean(parsed(line, number))
 
 
 def _parsed(files: dict[str, bytes], member: str, model: type[Any], name: str, whole: bool = False) -> list[Any]:
@@ -539,27 +554,29 @@ def _check_rows(contents: Contents, name: str) -> None:
 
 
 def _check_picture(data: bytes, entry: PictureEntry, name: str) -> None:
-    """The picture opens as the format its row says, at its size, within the pixel limit; read from the
-    header only (decoding every picture of a large backup would take minutes)."""
-    opened = _header(data)
-    limit = ImageLimits().max_pixels
+    """The picture is the format its row says, at its size, within the pixel limit (from the header,
+    before any pixel is decoded), and then decodes whole: Pillow opens a truncated file happily, and
+    only decoding every pixel finds it."""
+    opened = _decoded(data, ImageLimits().max_pixels)
     if opened is None or ACCEPTED_FORMATS.get(opened[0]) != entry.mime_type or opened[1] != (entry.width, entry.height):
-        raise BackupError("bad_image", name=name, member=entry.file)
-    if entry.width * entry.height > limit:
         raise BackupError("bad_image", name=name, member=entry.file)
 
 
 def _check_thumbnail(data: bytes, member: str, name: str) -> None:
-    opened = _header(data)
+    opened = _decoded(data, MAX_THUMBNAIL_SIDE**2)
     if opened is None or opened[0] not in ("JPEG", "PNG") or max(opened[1]) > MAX_THUMBNAIL_SIDE:
         raise BackupError("bad_image", name=name, member=member)
 
 
-def _header(data: bytes) -> tuple[str, tuple[int, int]] | None:
+def _decoded(data: bytes, max_pixels: int) -> tuple[str, tuple[int, int]] | None:
+    """(format, size) of a picture that decodes completely and is no larger than `max_pixels`, else None."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
+                if image.size[0] * image.size[1] > max_pixels:
+                    return None
+                image.load()
                 return str(image.format), image.size
     except Exception:  # noqa: BLE001 - whatever Pillow raises, it is not a picture we store
         return None
@@ -568,8 +585,8 @@ def _header(data: bytes) -> tuple[str, tuple[int, int]] | None:
 class _Restore:
     """One restore inside one transaction: owners found or added, rows inserted in batches."""
 
-    def __init__(self, session: Session, actor: Actor, contents: Contents) -> None:
-        self.session, self.actor, self.contents = session, actor, contents
+    def __init__(self, session: Session, actor: Actor, contents: Contents, everyone: bool) -> None:
+        self.session, self.actor, self.contents, self.everyone = session, actor, contents, everyone
         self.counts: Counter[str] = Counter()
         self.owner_ids: dict[tuple[str, str], int] = {LOCAL: LOCAL_USER_ID}
         self.entries = {user.key: user for user in contents.users}
@@ -581,8 +598,9 @@ class _Restore:
         return RestoreReport(**{f: self.counts[f] for f in RestoreReport.__dataclass_fields__})
 
     def owner(self, person: Person) -> int:
-        """The restorer, unless an admin restores: then the person, found by identity or added."""
-        if not self.actor.is_admin:
+        """The restorer, unless the operator restores the whole server: then the person, found by
+        identity or added."""
+        if not self.everyone:
             return self.actor.id
         if person.key not in self.owner_ids:
             user = store.user_by_identity(self.session, *person.key)
@@ -598,8 +616,8 @@ class _Restore:
         return self.owner_ids[person.key]
 
     def _personas(self) -> None:
-        """A persona fills an empty one: an admin's backup every person's, anyone else's their own."""
-        if self.actor.is_admin:
+        """A persona fills an empty one: the whole server's every person's, anyone else's their own."""
+        if self.everyone:
             pairs = [(self.owner(entry), entry) for entry in self.contents.users]
         else:
             own = self.entries.get(self.contents.manifest.scope.user.key)
@@ -614,12 +632,9 @@ class _Restore:
         """Add the characters not here yet; returns every character id a conversation may attach to."""
         entries, contents = self.contents.characters, self.contents
         wanted = {c.uid for c in entries} | {c.character_uid for c in contents.conversations}
-        existing = store.characters_by_uid(self.session, wanted)
-        ids = {
-            uid: row.id
-            for uid, row in existing.items()
-            if self.actor.is_admin or row.owner_id == self.actor.id or row.shared
-        }
+        existing = store.characters_by_uid(self.session, wanted)  # skipped, whoever's they are
+        seen = None if self.everyone else access.characters_seen(self.actor)
+        ids = {uid: row.id for uid, row in store.characters_by_uid(self.session, wanted, seen).items()}
         new = [entry for entry in entries if entry.uid not in existing]
         self.counts["characters_skipped"] = len(entries) - len(new)
         for start in range(0, len(new), BATCH):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import mimetypes
 import struct
 import zlib
@@ -33,7 +32,7 @@ from core.profile import CARD_LIST_FIELDS as LIST_FIELDS
 from core.profile import CARD_TEXT_FIELDS as TEXT_FIELDS
 from core.profile import MAX_LINE, MAX_TEXT, split_tags
 from core.prompts import reply_language_for
-from core.text import clean, clean_text, dumps
+from core.text import JSONTooDeep, clean, clean_text, dumps, loads
 
 NAMESPACE = "refsheet_chat"  # our key inside `extensions`
 V3_ONLY = ("nickname", "creator_notes_multilingual", "source", "group_only_greetings", "assets", "creation_date",
@@ -112,12 +111,9 @@ def read_card(raw: bytes, name: str = "") -> Card:
 
 
 def parse_card_json(text: str, name: str, not_card: bool = False) -> Any:
-    def no_constant(word: str) -> Any:
-        raise ValueError(f"{word} is not JSON")
-
     try:
-        return json.loads(text, parse_constant=no_constant)
-    except RecursionError as exc:
+        return loads(text)
+    except JSONTooDeep as exc:
         raise CardError("too_deep", name) from exc
     except ValueError as exc:
         raise CardError("not_card" if not_card else "unreadable", name) from exc

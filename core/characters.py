@@ -35,22 +35,25 @@ from storage.tables import Character, SheetImage
 def summaries(
     db: Engine, actor: Actor, query: str = "", *, limit: int | None = None, offset: int = 0
 ) -> list[chars.CharacterSummary]:
-    """Library cards the actor may see (their own, the shared ones, all for an admin), most recent
-    activity first, filtered by name and notes; `limit`/`offset` give one page (no full images)."""
+    """Library cards the actor may list (their own, the shared ones; all for an admin, to moderate),
+    most recent activity first, filtered by name and notes; `limit`/`offset` give one page (no full
+    images). Counts and activity are of the actor's own conversations."""
+    listed, theirs = access.characters_listed(actor), access.conversations_seen(actor)
     with Session(db) as session:
-        return chars.list_characters(session, query, actor.id, actor.is_admin, limit, offset)
+        return chars.list_characters(session, query, listed, theirs, limit, offset)
 
 
 def count(db: Engine, actor: Actor, query: str = "") -> int:
-    """How many characters the actor sees (that match `query`): the library's page count."""
+    """How many characters the actor may list (that match `query`): the library's page count."""
     with Session(db) as session:
-        return chars.count_characters(session, actor.id, query, everyone=actor.is_admin)
+        return chars.count_characters(session, access.characters_listed(actor), query)
 
 
 def names(db: Engine, actor: Actor) -> dict[int, str]:
-    """Every character the actor sees, id to name, most recent activity first: a picker's options."""
+    """Every character the actor sees, id to name, most recent activity first: a picker's options
+    (an admin's too: listing others' private characters is for deleting them, not chatting)."""
     with Session(db) as session:
-        return chars.character_names(session, actor.id, everyone=actor.is_admin)
+        return chars.character_names(session, access.characters_seen(actor), access.conversations_seen(actor))
 
 
 def get(db: Engine, actor: Actor, character_id: int | None) -> Character:
@@ -118,7 +121,7 @@ def prompt_images(db: Engine, actor: Actor, character_id: int) -> list[PromptIma
     """Every reference image as the model sees it (main sheet first): for reading the sheet again."""
     with Session(db) as session:
         access.character(session, actor, character_id)
-        return [PromptImage(row.sha256, data) for row, data in chars.sheets(session, character_id)]
+        return [PromptImage.of(picture) for picture in chars.sheets(session, character_id)]
 
 
 def add_images(db: Engine, actor: Actor, character_id: int, new: Sequence[PreparedImage]) -> None:
@@ -161,7 +164,7 @@ def lore(character: Character) -> Lorebook:
 def character_prefix(session: Session, character: Character, actor: Actor) -> CharacterPrompt:
     """The character as the model meets it: instruction, every reference image (main sheet first), lore,
     and who it talks to (the actor's persona: {{user}} in its card)."""
-    sheets = [PromptImage(row.sha256, data) for row, data in chars.sheets(session, character.id)]
+    sheets = [PromptImage.of(picture) for picture in chars.sheets(session, character.id)]
     persona = actor.persona.description
     return character_prompt(profile_of(character), sheets, lore(character), actor.user_name, persona)
 

@@ -17,7 +17,6 @@ ISO 8601; a time without a zone is UTC, one that cannot be read is "now".
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from typing import Any
 
 from core.errors import UserError
 from core.i18n import t
-from core.text import clean_text, dumps
+from core.text import clean_text, dumps, loads
 from storage.tables import as_utc  # a time without a zone (SQLite's, or a file's) is UTC
 
 MAX_CHAT_BYTES = 32 * 2**20  # long SillyTavern chats with many swipes are a few MB
@@ -256,8 +255,8 @@ def _text(value: Any) -> str:
 
 def _object(line: str, name: str, number: int) -> dict[str, Any]:
     try:
-        value = json.loads(line)
-    except (ValueError, RecursionError):
+        value = loads(line)
+    except ValueError:
         raise ChatFileError("not_json", name=name, line=number) from None
     if not isinstance(value, dict):
         raise ChatFileError("not_object", name=name, line=number)

@@ -32,13 +32,13 @@ def for_character(db: Engine, actor: Actor, character_id: int) -> list[Conversat
     """The actor's conversations with a character, most recently active first."""
     with Session(db) as session:
         access.character(session, actor, character_id)
-        return convs.list_conversations(session, character_id, owner_id=actor.id)
+        return convs.list_conversations(session, character_id, where=access.conversations_seen(actor))
 
 
 def recent(db: Engine, actor: Actor, limit: int = 8) -> list[RecentConversation]:
     """Where the actor left off, across characters."""
     with Session(db) as session:
-        return convs.recent_conversations(session, limit, owner_id=actor.id)
+        return convs.recent_conversations(session, limit, where=access.conversations_seen(actor))
 
 
 def get(db: Engine, actor: Actor, conversation_id: int | None) -> Conversation:

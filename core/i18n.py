@@ -31,6 +31,12 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "“{name}” is damaged or incomplete and cannot be read. Export it again and re-upload.",
         "zh": "“{name}” 已损坏或不完整，无法读取。请重新导出后再上传。",
     },
+    "image.damaged_stored": {
+        "en": "The stored picture “{name}” is damaged and cannot be read. Remove it from the character's images "
+        "(Library → Edit) and add it again.",
+        "zh": "已保存的图片 “{name}” 已损坏，无法读取。请在角色的图片中删除它（角色库 → 编辑）后重新添加。",
+    },
+    "image.damaged_shown": {"en": "“{name}”: this picture is damaged", "zh": "“{name}”：这张图片已损坏"},
     "image.too_many_pixels": {
         "en": "“{name}” is {width}×{height} ({megapixels} megapixels); the limit is {limit} megapixels. "
         "Scale it down and try again.",
@@ -288,11 +294,18 @@ STRINGS: dict[str, dict[str, str]] = {
     "auth.sign_out": {"en": "Sign out", "zh": "退出登录"},
     "auth.signed_in_as": {"en": "Signed in as {name}", "zh": "已登录：{name}"},
     "auth.admin": {"en": "admin", "zh": "管理员"},
+    "auth.signed_out": {
+        "en": "You signed out of RefSheet Chat after this sign-in. Sign in again.",
+        "zh": "你在这次登录之后退出了 RefSheet Chat。请重新登录。",
+    },
     # Teams in the Library.
     "team.private": {"en": "Private: only you see it", "zh": "私有：只有你能看到"},
     "team.shared_by_you": {"en": "Shared with the team", "zh": "已与团队共享"},
     "team.shared_by": {"en": "Shared by {name}: chat with it or copy it", "zh": "{name} 共享：可以聊天或复制"},
-    "team.private_of": {"en": "{name}'s, private (you see it as an admin)", "zh": "{name} 的私有角色（管理员可见）"},
+    "team.private_of": {
+        "en": "{name}'s, private: listed for you as an admin, to delete if it must go; you cannot open it",
+        "zh": "{name} 的私有角色：作为管理员你能看到它以便必要时删除，但不能打开它",
+    },
     "team.share": {"en": "Share with the team", "zh": "与团队共享"},
     "team.share_help": {
         "en": "Everyone signed in can then see this character, chat with it (their conversations stay their own) "
@@ -776,6 +789,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "“{name}” holds a file named “{member}”, which would land outside its folder; nothing was read.",
         "zh": "“{name}” 中有名为 “{member}” 的文件，会被解压到目录之外；未读取任何内容。",
     },
+    "archive.duplicate": {
+        "en": "“{name}” holds two files named “{member}”, so which one is meant cannot be told; nothing was read.",
+        "zh": "“{name}” 中有两个名为 “{member}” 的文件，无法判断该用哪一个；未读取任何内容。",
+    },
     "archive.too_many": {
         "en": "“{name}” holds {count} files; the limit is {limit}. Nothing was read.",
         "zh": "“{name}” 包含 {count} 个文件，上限为 {limit}。未读取任何内容。",
@@ -818,8 +835,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "zh": "“{name}” 中的 “{member}”（第 {line} 行）包含无法恢复的数据：{detail}。未恢复任何内容。",
     },
     "backup.bad_image": {
-        "en": "The picture “{member}” in “{name}” is not the image its row describes. Nothing was restored.",
-        "zh": "“{name}” 中的图片 “{member}” 与其记录不符。未恢复任何内容。",
+        "en": "The picture “{member}” in “{name}” is damaged, incomplete or not the image its row describes. "
+        "Nothing was restored.",
+        "zh": "“{name}” 中的图片 “{member}” 已损坏、不完整或与其记录不符。未恢复任何内容。",
     },
     "backup.title": {"en": "Backup and restore", "zh": "备份与恢复"},
     "backup.scope_own": {
@@ -827,11 +845,12 @@ STRINGS: dict[str, dict[str, str]] = {
         "Restoring one adds only what this library lacks, as yours.",
         "zh": "备份会把你的角色和你的对话（含所有图片）存成一个 zip 文件。恢复时只添加本角色库中没有的内容，归你所有。",
     },
-    "backup.scope_everyone": {
-        "en": "A backup holds every character and conversation of this library, everyone's (with every image), "
-        "in one zip file. Restoring one adds only what is missing, each to its owner.",
-        "zh": "备份会把本角色库中所有人的全部角色和对话（含所有图片）存成一个 zip 文件。恢复时只添加缺少的内容，"
-        "各归其主。",
+    "backup.whole_server": {
+        "en": "“{name}” is a backup of the whole server, with everyone's conversations, so it cannot be restored "
+        "here. The server's operator restores it on the server: python -m core.server_backup restore FILE. "
+        "Nothing was restored.",
+        "zh": "“{name}” 是整个服务器的备份，含所有人的对话，因此不能在这里恢复。请服务器管理员在服务器上运行 "
+        "python -m core.server_backup restore FILE 来恢复。未恢复任何内容。",
     },
     "backup.download": {"en": "Download a backup", "zh": "下载备份"},
     "backup.upload": {"en": "Restore from a backup (.zip)", "zh": "从备份恢复（.zip）"},

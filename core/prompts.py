@@ -11,10 +11,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.lore import Lorebook, LoreEntry
 from core.profile import Profile
+from core.sheets import decode
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # The seed's ten reply languages: the name shown, and how the instruction names it.
 REPLY_LANGUAGES: dict[str, str] = {
@@ -46,10 +50,21 @@ def reply_language_for(tag: str) -> str | None:
 
 @dataclass(frozen=True)
 class PromptImage:
-    """A normalized image the model will see, identified by its sha256 (the pixel-cache key)."""
+    """A normalized image the model will see, identified by its sha256 (the pixel-cache key); `name`
+    says which picture it is when it cannot be read."""
 
     sha256: str
     data: bytes = field(repr=False, compare=False)
+    name: str = field(default="", compare=False)
+
+    @classmethod
+    def of(cls, picture: Any) -> PromptImage:
+        """From a stored picture (`storage.images.Picture`: its row and full bytes)."""
+        return cls(picture.row.sha256, picture.data, picture.row.original_name)
+
+    def pixels(self) -> Image.Image:
+        """The picture decoded (RGB); a damaged one is `ImageRejected` naming it, never a bare OSError."""
+        return decode(self.data, self.name)
 
 
 @dataclass(frozen=True)

@@ -357,7 +357,7 @@ class RemoteBackend:
                 return self._images[image.sha256]
         from PIL import Image
 
-        picture = Image.open(io.BytesIO(image.data)).convert("RGB")
+        picture = image.pixels()
         side = self.settings.api_image_side
         picture.thumbnail((side, side), Image.Resampling.LANCZOS)
         buf = io.BytesIO()

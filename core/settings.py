@@ -59,6 +59,8 @@ class Settings:
     allowed_emails: str = field(default="", metadata={"env": "REFSHEET_ALLOWED_EMAILS"})
     allowed_domains: str = field(default="", metadata={"env": "REFSHEET_ALLOWED_DOMAINS"})
     admins: str = field(default="", metadata={"env": "REFSHEET_ADMINS"})
+    # Issuers whose email claim counts without `email_verified` (Microsoft Entra never sends it).
+    trusted_email_issuers: str = field(default="", metadata={"env": "REFSHEET_TRUSTED_EMAIL_ISSUERS"})
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATIONS:

@@ -118,10 +118,14 @@ def check_uploads(
     return good, bad
 
 
-def decode(data: bytes) -> Image.Image:
-    """Open a stored (already normalized) image."""
-    image = Image.open(io.BytesIO(data))
-    image.load()
+def decode(data: bytes, name: str = "") -> Image.Image:
+    """Open a stored (already normalized) image as RGB. One damaged in storage (written by another
+    program, a disk fault) is `ImageRejected` naming it, so the reply says which picture to replace."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as exc:
+        raise ImageRejected("damaged_stored", name or "?") from exc
     return image.convert("RGB") if image.mode != "RGB" else image
 
 

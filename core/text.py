@@ -41,6 +41,24 @@ def clean(value: Any, depth: int = 0) -> Any:
     return clean_text(str(value))
 
 
+class JSONTooDeep(ValueError):
+    """JSON nested deeper than the parser can follow: refused like any other JSON error."""
+
+
+def loads(text: str | bytes) -> Any:
+    """Strict JSON, as every file from outside is read: NaN and Infinity are refused (strict readers
+    such as SillyTavern's `JSON.parse` refuse them too), and nesting too deep to parse is a
+    `ValueError` (`JSONTooDeep`), not a `RecursionError` that escapes every handler."""
+
+    def no_constant(word: str) -> Any:
+        raise ValueError(f"{word} is not JSON")
+
+    try:
+        return json.loads(text, parse_constant=no_constant)
+    except RecursionError as exc:
+        raise JSONTooDeep("nested too deeply") from exc
+
+
 def dumps(value: Any, *, compact: bool = False) -> str:
     """Strict JSON of a cleaned value, as UTF-8 readers want it (no NaN or Infinity, no `\\u` escapes
     for non-ASCII text): what every file the app writes holds."""

@@ -145,7 +145,7 @@ def _request(session: Session, actor: Actor, conversation_id: int, before_turn: 
             break
         if m.status == MessageStatus.ERROR and not m.text:
             continue
-        images = tuple(PromptImage(a.sha256, data) for a, data in convs.attachment_pictures(session, m.attachment_ids))
+        images = tuple(PromptImage.of(picture) for picture in convs.attachment_pictures(session, m.attachment_ids))
         history.append(Turn(m.role, m.text, images))
     return ReplyRequest(
         prefix=character_prefix(session, character, actor),

@@ -8,6 +8,7 @@ the identity provider says into an actor, after the allow-lists (`REFSHEET_ALLOW
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy.engine import Engine
@@ -18,7 +19,7 @@ from core.errors import NotFound, Refused, UserError
 from core.settings import Settings
 from core.text import clean_text
 from storage import users
-from storage.tables import LOCAL_USER_ID, User
+from storage.tables import LOCAL_USER_ID, User, as_utc
 
 MAX_PERSONA_NAME = 100  # characters
 MAX_PERSONA_DESCRIPTION = 2_000  # characters: a paragraph, read by every character in every reply
@@ -52,15 +53,45 @@ class Actor:
 LOCAL_USER = Actor(id=LOCAL_USER_ID, is_admin=True)  # the one user of an install without sign-in
 
 
+def email_address(text: str) -> str:
+    """An address as the lists and the provider's claims are compared: trimmed and lower-cased, here
+    only, and only when it has the shape `local@domain` (one `@`, something on each side, no spaces);
+    anything else is no address at all (""). `lower()`, not `casefold()`: casefolding maps "ß" to "ss"
+    and would make two different mailboxes one."""
+    address = text.strip().lower() if isinstance(text, str) else ""
+    local, at, domain = address.partition("@")
+    if not (at and local and domain) or "@" in domain or any(ch.isspace() for ch in address):
+        return ""
+    return address
+
+
 @dataclass(frozen=True)
 class Identity:
-    """What the identity provider says about who signed in (OpenID Connect claims)."""
+    """What the identity provider says about who signed in (OpenID Connect claims).
+
+    `email_verified` is the claim exactly as it came (it is optional in OpenID Connect: Microsoft
+    Entra never sends it; some providers send the string "false"); `issued_at` is the ID token's
+    `iat`, in seconds since the epoch (0 when the provider sent none)."""
 
     issuer: str
     subject: str
     email: str = ""
     name: str = ""
-    email_verified: bool | None = None
+    email_verified: object = None
+    issued_at: float = 0.0
+
+    def verified_email(self, trusted_issuers: frozenset[str] = frozenset()) -> str:
+        """The address, if it counts: the provider said `email_verified: true` (a JSON boolean; the
+        string "true" is not one). For an issuer the operator lists as trusted (one that never sends
+        the claim), a missing claim or the string "true" counts too; an explicit false never does."""
+        address = email_address(self.email)
+        claim = self.email_verified
+        if claim is True:
+            return address
+        trusted = self.issuer.rstrip("/") in trusted_issuers
+        if trusted and (claim is None or (isinstance(claim, str) and claim.strip().lower() == "true")):
+            return address
+        return ""
 
 
 class NotAllowed(UserError):
@@ -71,51 +102,89 @@ class NotAllowed(UserError):
 
 @dataclass(frozen=True)
 class Policy:
-    """Who may come in and who administers, from the settings (email addresses, case-insensitive)."""
+    """Who may come in and who administers, from the settings. Every comparison is of verified
+    addresses (`Identity.verified_email`), normalised by `email_address`."""
 
     allowed_emails: frozenset[str] = frozenset()
     allowed_domains: frozenset[str] = frozenset()
     admins: frozenset[str] = frozenset()
+    trusted_issuers: frozenset[str] = frozenset()  # providers whose email needs no `email_verified`
 
     @classmethod
     def of(cls, settings: Settings) -> Policy:
-        def listed(text: str) -> frozenset[str]:
-            return frozenset(part.strip().lower().lstrip("@") for part in text.split(",") if part.strip())
+        def parts(text: str) -> list[str]:
+            return [part.strip() for part in text.split(",") if part.strip()]
 
-        return cls(listed(settings.allowed_emails), listed(settings.allowed_domains), listed(settings.admins))
+        def addresses(text: str) -> frozenset[str]:
+            return frozenset(filter(None, map(email_address, parts(text))))
+
+        domains = frozenset(part.lower().lstrip("@") for part in parts(settings.allowed_domains))
+        issuers = frozenset(part.rstrip("/") for part in parts(settings.trusted_email_issuers))
+        return cls(addresses(settings.allowed_emails), domains, addresses(settings.admins), issuers)
 
     def check(self, identity: Identity) -> None:
-        """Raise `NotAllowed`, saying why, unless the allow-lists admit this identity. A list naming
-        emails trusts only addresses the provider has verified."""
-        email = identity.email.strip().lower()
+        """Raise `NotAllowed`, saying why, unless the allow-lists admit this identity. A list trusts
+        only verified addresses; a domain matches `local@domain` exactly (no subdomain, no suffix)."""
         if not (self.allowed_emails or self.allowed_domains):
             return
-        if not email or identity.email_verified is False:
-            raise NotAllowed("unverified", email=email or "—")
-        if email in self.allowed_emails or email.rsplit("@", 1)[-1] in self.allowed_domains:
+        email = identity.verified_email(self.trusted_issuers)
+        if not email:
+            raise NotAllowed("unverified", email=identity.email.strip()[:200] or "—")
+        if email in self.allowed_emails or email.partition("@")[2] in self.allowed_domains:
             return
         raise NotAllowed("not_allowed", email=email)
 
     def is_admin(self, identity: Identity) -> bool:
-        email = identity.email.strip().lower()
-        return bool(email) and identity.email_verified is not False and email in self.admins
+        """Admin rights go to a verified address on the admins list, never to a claimed one."""
+        email = identity.verified_email(self.trusted_issuers)
+        return bool(email) and email in self.admins
+
+
+class SignedOut(UserError):
+    """This identity was issued before the person chose Sign out (a copied cookie, another browser)."""
+
+    namespace = "auth"
+
+    def __init__(self) -> None:
+        super().__init__("signed_out")
 
 
 def sign_in(db: Engine, identity: Identity, policy: Policy) -> Actor:
-    """The actor for someone the provider vouches for: recorded on first sign-in, seen again after."""
+    """The actor for someone the provider vouches for: recorded on first sign-in, seen again after.
+    Raises `NotAllowed` (the allow-lists) or `SignedOut` (an identity from before their last Sign out)."""
     policy.check(identity)
     with access.writing(db) as session:
         user = users.signed_in(session, identity.issuer, identity.subject, identity.email, identity.name)
+        _check_not_signed_out(user, identity.issued_at)
         return Actor(user.id, user.name or user.email, user.email, policy.is_admin(identity))
 
 
-def with_persona(db: Engine, actor: Actor) -> Actor:
-    """The actor with their saved persona (one row read by its key: cheap enough for every page run)."""
+def current(db: Engine, actor: Actor, issued_at: float = 0.0) -> Actor:
+    """The actor as stored now, with their saved persona (one row read by its key: cheap enough for
+    every page run). Raises `SignedOut` once they have signed out after `issued_at`, so a session
+    that is already open ends at its next run, not only new ones."""
     with Session(db) as session:
         user = users.get_user(session, actor.id)
     if user is None:
         return actor
+    if actor.id != LOCAL_USER_ID:
+        _check_not_signed_out(user, issued_at)
     return replace(actor, persona=Persona(user.persona_name, user.persona_description))
+
+
+def sign_out_everywhere(db: Engine, actor: Actor) -> None:
+    """Record Sign out: every identity issued until now (every browser's cookie, copies included) stops
+    counting. The provider's next sign-in issues a new one."""
+    if actor.id == LOCAL_USER_ID:
+        return
+    with access.writing(db) as session:
+        users.signed_out(session, actor.id)
+
+
+def _check_not_signed_out(user: User, issued_at: float) -> None:
+    """`iat` is whole seconds: an identity issued in the second of the Sign out counts as before it."""
+    if user.signed_out_at is not None and issued_at <= math.floor(as_utc(user.signed_out_at).timestamp()):
+        raise SignedOut()
 
 
 def save_persona(db: Engine, actor: Actor, name: str, description: str) -> Actor:

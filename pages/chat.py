@@ -18,7 +18,7 @@ from ui.chat import (
     take_plan,
 )
 from ui.chat_files import export_buttons, import_chat
-from ui.language import say, tr
+from ui.language import say, tr, tr_plain
 from ui.markdown import inert
 from ui.widgets import (
     ask_to_confirm,
@@ -28,8 +28,10 @@ from ui.widgets import (
     fresh_area,
     local_time,
     page_setup,
+    picture,
     unique_labels,
 )
+from ui.widgets import avatar as thumbnail_avatar
 
 WINDOW = 40  # messages shown at first, and added by each "Show earlier"
 
@@ -94,7 +96,7 @@ if conversation_id not in [c.id for c in chats]:
     conversation_id = chats[0].id
 show(character_id, conversation_id)
 conversation = next(c for c in chats if c.id == conversation_id)
-avatar = main_sheet.row.thumbnail
+avatar = thumbnail_avatar(main_sheet.row.thumbnail)
 
 
 def new_conversation() -> None:
@@ -115,7 +117,7 @@ confirmation(
 
 # -- sidebar: the sheet, the conversations, reply settings ------------------------------------------
 with st.sidebar:
-    st.image(main_sheet.data, caption=inert(character.name) or tr("common.unnamed"))
+    picture(main_sheet.data, main_sheet.row.original_name, caption=inert(character.name) or tr("common.unnamed"))
     st.button(tr("chat.new"), icon=":material/add_comment:", on_click=new_conversation, width="stretch")
     st.session_state.conversation_pick = conversation_id
     labels = unique_labels(
@@ -183,7 +185,7 @@ with area:
         model_failure(backend.status(), conversation_id, turns.awaiting_reply(story))
 
 prompt = st.chat_input(
-    tr("chat.placeholder", name=character.name or tr("common.unnamed")),
+    tr_plain("chat.placeholder", name=character.name or tr("common.unnamed")),  # a placeholder is plain text
     accept_file="multiple",
     file_type=UPLOAD_EXTENSIONS,
     key=f"chat_input_{conversation_id}",  # words typed here can only ever go into this conversation

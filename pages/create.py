@@ -84,13 +84,13 @@ for message in errors:
 if main_images or extra_images:
     previews = st.columns(6)
     for i, image in enumerate(main_images + extra_images):
-        caption = tr("create.main_caption") if i == 0 and main_images else image.original_name
+        caption = tr("create.main_caption") if i == 0 and main_images else inert(image.original_name)
         if image in card_sheet or image in card_extras:
             caption = f"{caption} · {tr('create.card_picture')}"
         previews[i % 6].image(image.thumbnail, caption=caption)
 
 apply_draft(form)  # a draft from "Read the sheet" fills the inputs below, before they are drawn
-draft_controls(backend, form, [PromptImage(image.sha256, image.data) for image in main_images + extra_images])
+draft_controls(backend, form, [PromptImage(i.sha256, i.data, i.original_name) for i in main_images + extra_images])
 profile = profile_inputs(BASICS, {"language": reply_language()}, key_suffix=form)
 with st.expander(tr("create.more"), expanded=bool(card_profile)):
     profile |= profile_inputs(MORE, key_suffix=form)

@@ -6,7 +6,7 @@ from core import characters, conversations
 from ui import resources
 from ui.language import tr
 from ui.markdown import inert
-from ui.widgets import live_backend_status, local_time, page_setup
+from ui.widgets import live_backend_status, local_time, page_setup, picture
 
 page_setup()
 db, actor = resources.db(), resources.actor()
@@ -28,7 +28,7 @@ if recent:
     for conversation in recent:
         thumb, text, action = st.columns([1, 6, 2], vertical_alignment="center")
         if conversation.thumbnail:
-            thumb.image(conversation.thumbnail, width=56)
+            picture(conversation.thumbnail, conversation.character_name, into=thumb, width=56)
         name = inert(conversation.character_name) or tr("common.unnamed")
         text.markdown(f"**{name}** · {inert(conversation.title) or tr('chat.untitled')}")
         text.caption(tr("common.last_activity", when=local_time(conversation.updated_at)))

@@ -21,6 +21,7 @@ from ui.widgets import (
     local_time,
     lore_list,
     page_setup,
+    picture,
     square_thumbnail,
     upload_help,
 )
@@ -122,7 +123,8 @@ def editor(character_id: int) -> None:
     cols = st.columns(4)
     for i, image in enumerate(images):
         with cols[i % 4].container(border=True):
-            st.image(image.thumbnail, caption=tr("create.main_caption") if image.position == 0 else image.original_name)
+            caption = tr("create.main_caption") if image.position == 0 else inert(image.original_name)
+            picture(image.thumbnail, image.original_name, caption=caption)
             if image.position != 0:
                 st.button(tr("library.make_main"), key=f"main_{image.id}", icon=":material/star:",
                           on_click=act, args=(characters.set_main_image, character_id, image.id),
@@ -181,7 +183,7 @@ for start in range(0, len(summaries), COLUMNS):  # row by row, so the cards of a
     for column, summary in zip(st.columns(COLUMNS), summaries[start : start + COLUMNS], strict=False):
         with column.container(border=True, height="stretch"):
             if summary.thumbnail:
-                st.image(square_thumbnail(summary.thumbnail), width="stretch")
+                picture(square_thumbnail(summary.thumbnail), summary.name, width="stretch")
             st.markdown(f"**{inert(summary.name) or tr('common.unnamed')}**")
             st.caption(inert(note_line(summary.notes)) or "\u00a0")  # a line even without notes: even heights
             ownership(summary, actor)
@@ -193,19 +195,21 @@ for start in range(0, len(summaries), COLUMNS):  # row by row, so the cards of a
                     when=local_time(summary.last_activity),
                 )
             )
-            st.page_link(
-                "pages/chat.py",
-                label=tr("library.chat"),
-                icon=":material/forum:",
-                query_params={"character": summary.id},
-            )
-            actions = st.container(horizontal=True, gap="small")  # buttons keep their labels and wrap if narrow
             mine = summary.owner_id == actor.id
+            seen = mine or summary.shared  # an admin lists others' private characters only to delete them
+            if seen:
+                st.page_link(
+                    "pages/chat.py",
+                    label=tr("library.chat"),
+                    icon=":material/forum:",
+                    query_params={"character": summary.id},
+                )
+            actions = st.container(horizontal=True, gap="small")  # buttons keep their labels and wrap if narrow
             if mine and actions.button(tr("library.edit"), key=f"edit_{summary.id}", icon=":material/edit:",
                                        type="tertiary"):  # fmt: skip
                 st.session_state.editing = summary.id
                 st.rerun()
-            if actions.button(
+            if seen and actions.button(
                 tr("library.duplicate"), key=f"dup_{summary.id}", icon=":material/content_copy:", type="tertiary"
             ):
                 act(characters.duplicate, summary.id, tr("library.copy_suffix"))

@@ -13,18 +13,17 @@ from typing import Any
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
-from storage.characters import visible
 from storage.images import BYTES, Row
 from storage.tables import Attachment, Character, Conversation, Message, SheetImage, User
 
 
-def characters(session: Session, owner_id: int | None, batch: int) -> Iterator[list[Character]]:
-    """Every character (one owner's, or everyone's with `owner_id` None), `batch` rows at a time by id."""
+def characters(session: Session, where: Any, batch: int) -> Iterator[list[Character]]:
+    """Every character `where` admits (all with None), `batch` rows at a time by id."""
     last = 0
     while True:
         stmt = select(Character).where(col(Character.id) > last)
-        if owner_id is not None:
-            stmt = stmt.where(Character.owner_id == owner_id)
+        if where is not None:
+            stmt = stmt.where(where)
         rows = list(session.exec(stmt.order_by(col(Character.id)).limit(batch)).all())
         if not rows:
             return
@@ -32,9 +31,8 @@ def characters(session: Session, owner_id: int | None, batch: int) -> Iterator[l
         last = rows[-1].id
 
 
-def conversations(session: Session, owner_id: int | None, batch: int) -> Iterator[list[tuple[Conversation, str]]]:
-    """Every conversation with its character's uid, `batch` at a time by id. With `owner_id`: that
-    person's own, with characters they may see (their own or shared); with None: everyone's."""
+def conversations(session: Session, where: Any, batch: int) -> Iterator[list[tuple[Conversation, str]]]:
+    """Every conversation `where` admits (all with None) with its character's uid, `batch` at a time by id."""
     last = 0
     while True:
         stmt = (
@@ -42,8 +40,8 @@ def conversations(session: Session, owner_id: int | None, batch: int) -> Iterato
             .join(Character, col(Character.id) == Conversation.character_id)
             .where(col(Conversation.id) > last)
         )
-        if owner_id is not None:  # their own, with characters they may see
-            stmt = visible(stmt.where(Conversation.owner_id == owner_id), owner_id)
+        if where is not None:
+            stmt = stmt.where(where)
         rows = [(conv, uid) for conv, uid in session.exec(stmt.order_by(col(Conversation.id)).limit(batch)).all()]
         if not rows:
             return
@@ -89,9 +87,9 @@ def user_by_identity(session: Session, issuer: str, subject: str) -> User | None
     return session.exec(select(User).where(User.issuer == issuer, User.subject == subject)).first()
 
 
-def characters_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Character]:
-    """The characters already here with these uids."""
-    return _by_uid(session, Character, uids)
+def characters_by_uid(session: Session, uids: Iterable[str], where: Any = None) -> dict[str, Character]:
+    """The characters already here with these uids (those `where` admits; all with None)."""
+    return _by_uid(session, Character, uids, where)
 
 
 def conversation_uids(session: Session, uids: Iterable[str]) -> set[str]:
@@ -99,10 +97,12 @@ def conversation_uids(session: Session, uids: Iterable[str]) -> set[str]:
     return set(_by_uid(session, Conversation, uids))
 
 
-def _by_uid(session: Session, table: Any, uids: Iterable[str]) -> dict[str, Any]:
+def _by_uid(session: Session, table: Any, uids: Iterable[str], where: Any = None) -> dict[str, Any]:
     wanted, found = sorted(set(uids)), {}
     for start in range(0, len(wanted), 500):  # a bounded IN list on every database
         stmt = select(table).where(col(table.uid).in_(wanted[start : start + 500]))
+        if where is not None:
+            stmt = stmt.where(where)
         found.update({row.uid: row for row in session.exec(stmt).all()})
     return found
 

@@ -57,15 +57,16 @@ def create_character(
     return character
 
 
-def count_characters(session: Session, viewer_id: int | None = None, query: str = "", everyone: bool = False) -> int:
-    """How many characters the viewer can see that match `query` (everyone's with no viewer)."""
-    return session.exec(visible(select(func.count(Character.id)), viewer_id, query, everyone)).one()
+def count_characters(session: Session, where: Any = None, query: str = "") -> int:
+    """How many characters `where` admits (every one with None) that match `query`."""
+    return session.exec(matching(select(func.count(Character.id)), where, query)).one()
 
 
-def visible(stmt: Any, viewer_id: int | None, query: str = "", everyone: bool = False) -> Any:
-    """`stmt` narrowed to what the viewer may see and what a search of names and notes finds."""
-    if viewer_id is not None and not everyone:
-        stmt = stmt.where(or_(col(Character.owner_id) == viewer_id, col(Character.shared).is_(True)))
+def matching(stmt: Any, where: Any = None, query: str = "") -> Any:
+    """`stmt` narrowed to the characters `where` admits (the caller's access rule; None: all) and
+    to what a search of names and notes finds."""
+    if where is not None:
+        stmt = stmt.where(where)
     if query.strip():
         pattern = f"%{query.strip()}%"
         stmt = stmt.where(or_(col(Character.name).ilike(pattern), col(Character.notes).ilike(pattern)))
@@ -122,12 +123,13 @@ def set_shared(session: Session, character_id: int, shared: bool) -> Character:
     return character
 
 
-def _activity(viewer_id: int | None) -> tuple[Any, Any]:
-    """Per character: the viewer's conversation count, and the later of their last conversation's
-    change and the character's own (what "most recent first" sorts by)."""
+def _activity(conversations: Any) -> tuple[Any, Any]:
+    """Per character: how many of the conversations `conversations` admits are with it (the viewer's
+    own: nobody learns about another's), and the later of their last change and the character's own
+    (what "most recent first" sorts by)."""
     mine = [Conversation.character_id == Character.id]
-    if viewer_id is not None:
-        mine.append(Conversation.owner_id == viewer_id)
+    if conversations is not None:
+        mine.append(conversations)
     count = select(func.count(Conversation.id)).where(*mine).correlate(Character).scalar_subquery()
     last = select(func.max(Conversation.updated_at)).where(*mine).correlate(Character).scalar_subquery()
     latest = type_coerce(case((last > Character.updated_at, last), else_=Character.updated_at), _TIME)
@@ -137,19 +139,18 @@ def _activity(viewer_id: int | None) -> tuple[Any, Any]:
 def list_characters(
     session: Session,
     query: str = "",
-    viewer_id: int | None = None,
-    everyone: bool = False,
+    where: Any = None,
+    conversations: Any = None,
     limit: int | None = None,
     offset: int = 0,
 ) -> list[CharacterSummary]:
-    """Characters newest-activity first, filtered by a case-insensitive search of name and notes;
-    `limit`/`offset` give one page of them.
+    """The characters `where` admits (all with None), newest activity first, filtered by a
+    case-insensitive search of name and notes; `limit`/`offset` give one page of them. Conversation
+    counts and activity are of the conversations `conversations` admits.
 
-    With a viewer: their own and the shared ones (every one if `everyone`), with the viewer's own
-    conversation counts (nobody learns about another's conversations). Without: all of them.
     The page is chosen first, on small columns; only its rows then read their thumbnails."""
-    count, latest = _activity(viewer_id)
-    page = visible(select(Character.id), viewer_id, query, everyone)
+    count, latest = _activity(conversations)
+    page = matching(select(Character.id), where, query)
     page = page.order_by(latest.desc(), col(Character.id).desc()).offset(offset).limit(limit)
     ids = list(session.exec(page).all())
     if not ids:
@@ -191,10 +192,10 @@ def list_characters(
     ]
 
 
-def character_names(session: Session, viewer_id: int | None = None, everyone: bool = False) -> dict[int, str]:
-    """Every visible character's name by id, newest activity first: a picker's options, no images."""
-    _, latest = _activity(viewer_id)
-    stmt = visible(select(Character.id, Character.name), viewer_id, everyone=everyone)
+def character_names(session: Session, where: Any = None, conversations: Any = None) -> dict[int, str]:
+    """The name of every character `where` admits, by id, newest activity first: a picker's options."""
+    _, latest = _activity(conversations)
+    stmt = matching(select(Character.id, Character.name), where)
     return dict(session.exec(stmt.order_by(latest.desc(), col(Character.id).desc())).all())
 
 

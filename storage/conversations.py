@@ -53,14 +53,14 @@ def get_conversation(session: Session, conversation_id: int) -> Conversation | N
 
 
 def list_conversations(
-    session: Session, character_id: int | None = None, limit: int | None = None, owner_id: int | None = None
+    session: Session, character_id: int | None = None, limit: int | None = None, where: Any = None
 ) -> list[Conversation]:
-    """Most recently active first (one owner's, or everyone's)."""
+    """Most recently active first: those `where` admits (the caller's access rule; None: all)."""
     stmt = select(Conversation).order_by(col(Conversation.updated_at).desc(), col(Conversation.id).desc())
     if character_id is not None:
         stmt = stmt.where(Conversation.character_id == character_id)
-    if owner_id is not None:
-        stmt = stmt.where(Conversation.owner_id == owner_id)
+    if where is not None:
+        stmt = stmt.where(where)
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(session.exec(stmt).all())
@@ -78,8 +78,9 @@ class RecentConversation:
     thumbnail: bytes | None = field(repr=False)
 
 
-def recent_conversations(session: Session, limit: int = 8, owner_id: int | None = None) -> list[RecentConversation]:
-    """The most recently active conversations with their character's name and main thumbnail."""
+def recent_conversations(session: Session, limit: int = 8, where: Any = None) -> list[RecentConversation]:
+    """The most recently active conversations `where` admits (all with None), with their character's
+    name and main thumbnail."""
     thumb = (
         select(SheetImage.thumbnail)
         .where(SheetImage.character_id == Conversation.character_id, SheetImage.position == 0)
@@ -92,8 +93,8 @@ def recent_conversations(session: Session, limit: int = 8, owner_id: int | None 
         .order_by(col(Conversation.updated_at).desc(), col(Conversation.id).desc())
         .limit(limit)
     )
-    if owner_id is not None:
-        stmt = stmt.where(Conversation.owner_id == owner_id)
+    if where is not None:
+        stmt = stmt.where(where)
     return [RecentConversation(*row) for row in session.exec(stmt).all()]
 
 

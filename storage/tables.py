@@ -47,6 +47,9 @@ def _owner() -> Any:
     return Field(sa_column=Column(Integer, ForeignKey("app_user.id"), nullable=False, index=True))
 
 
+# SQLite reuses a deleted row's id unless the table is AUTOINCREMENT (migration 0005): an old deep link
+# must never open a newer row. PostgreSQL's sequences never go back anyway.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 LOCAL_USER_ID = 1  # the one user of an install without sign-in; the first migration of users creates it
 MAX_LINE = 200  # characters in a one-line profile field: names are indexed, and an index row has a size limit
 MAX_TEXT = 200_000  # characters in a text profile field
@@ -105,7 +108,7 @@ class User(SQLModel, table=True):
     """A person, known by their identity provider's issuer and subject (stable, unlike an email)."""
 
     __tablename__ = "app_user"  # "user" is a reserved word in PostgreSQL
-    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+    __table_args__ = (UniqueConstraint("issuer", "subject"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     issuer: str
@@ -116,9 +119,12 @@ class User(SQLModel, table=True):
     persona_description: str = ""  # told to the characters: who they are talking with
     first_seen: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow)
+    signed_out_at: datetime | None = None  # Sign out: identities issued before it no longer count
 
 
 class Character(CharacterProfile, table=True):
+    __table_args__ = (NEVER_REUSE_IDS,)
+
     id: int | None = Field(default=None, primary_key=True)
     uid: str = _uid()
     owner_id: int = _owner()
@@ -170,7 +176,7 @@ class ImageBytes(SQLModel):
 class SheetImage(StoredImage, table=True):
     """A reference image of a character; position 0 is the main sheet."""
 
-    __table_args__ = (UniqueConstraint("character_id", "position"),)
+    __table_args__ = (UniqueConstraint("character_id", "position"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     character_id: int = _fk("character.id")
@@ -182,6 +188,8 @@ class SheetImageBytes(ImageBytes, table=True):
 
 
 class Conversation(SQLModel, table=True):
+    __table_args__ = (NEVER_REUSE_IDS,)
+
     id: int | None = Field(default=None, primary_key=True)
     uid: str = _uid()
     character_id: int = _fk("character.id")
@@ -195,6 +203,8 @@ class Conversation(SQLModel, table=True):
 class Attachment(StoredImage, table=True):
     """An image the user attached to a chat message (normalized like sheets)."""
 
+    __table_args__ = (NEVER_REUSE_IDS,)
+
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: int = _fk("conversation.id")
 
@@ -204,7 +214,7 @@ class AttachmentBytes(ImageBytes, table=True):
 
 
 class Message(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("conversation_id", "turn", "variant"),)
+    __table_args__ = (UniqueConstraint("conversation_id", "turn", "variant"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: int = _fk("conversation.id")

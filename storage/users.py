@@ -23,6 +23,15 @@ def signed_in(session: Session, issuer: str, subject: str, email: str, name: str
     return user
 
 
+def signed_out(session: Session, user_id: int) -> None:
+    """Record that the person signed out now (identities issued before this no longer count)."""
+    user = session.get(User, user_id)
+    if user is not None:
+        user.signed_out_at = utcnow()
+        session.add(user)
+        session.flush()
+
+
 def set_persona(session: Session, user_id: int, name: str, description: str) -> bool:
     """Save a user's persona; False if there is no such user."""
     user = session.get(User, user_id)

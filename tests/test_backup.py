@@ -156,7 +156,7 @@ def test_backup_then_restore_into_an_empty_library_gives_the_same_rows_and_pictu
 
     files = members(raw)
     manifest = json.loads(files["manifest.json"])
-    assert (manifest["format"], manifest["version"], manifest["scope"]["everyone"]) == ("refsheet-chat-backup", 1, True)
+    assert (manifest["format"], manifest["version"], manifest["scope"]["everyone"]) == ("refsheet-chat-backup", 1, False)
     assert manifest["counts"] == {"characters": 2, "sheet_images": 3, "conversations": 1, "messages": 8,
                                   "attachments": 1, "users": 1, "image_files": 2}  # fmt: skip
     assert sorted(n for n in files if n.startswith("images/")) == sorted(
@@ -259,13 +259,39 @@ def _tampered(files: dict[str, bytes], how: str) -> tuple[bytes, str, str]:
     if how == "not a picture, checksums redone":
         name = next(n for n in files if n.startswith("thumbnails/"))
         return resigned({**files, name: b"<script>alert(1)</script>"}), "bad_image", name
+    if how == "truncated picture, checksums redone":  # a valid header: only decoding every pixel finds it
+        return _with_row_checksum(resigned({**files, image: files[image][: len(files[image]) // 2]}), image)
+    if how == "truncated thumbnail, checksums redone":
+        name = next(n for n in files if n.startswith("thumbnails/"))
+        return resigned({**files, name: files[name][: len(files[name]) * 2 // 3]}), "bad_image", name
+    if how == "deeply nested row, checksums redone":
+        deep = b"[" * 100_000 + b"]" * 100_000
+        return resigned({**files, "conversations.jsonl": deep}), "bad_rows", "conversations.jsonl"
+    if how == "NaN in a row, checksums redone":
+        changed = files["conversations.jsonl"].replace(b'"temperature":0.4', b'"temperature":NaN')
+        assert changed != files["conversations.jsonl"]
+        return resigned({**files, "conversations.jsonl": changed}), "bad_rows", "conversations.jsonl"
     raise AssertionError(how)
+
+
+def _with_row_checksum(raw: bytes, image: str) -> tuple[bytes, str, str]:
+    """The rows' sha256 for `image` redone too, so only the picture's own bytes are wrong."""
+    files = members(raw)
+    old = image.removeprefix("images/").split(".")[0]
+    new = hashlib.sha256(files[image]).hexdigest()
+    renamed = image.replace(old, new)
+    files = {renamed if n == image else n: d for n, d in files.items()}
+    for member in ("characters.jsonl", "conversations.jsonl"):
+        files[member] = files[member].replace(old.encode(), new.encode())
+    return resigned(files), "bad_image", renamed
 
 
 @pytest.mark.parametrize(
     "how",
     ["changed row", "changed picture", "missing picture", "extra member", "newer format", "no manifest",
-     "bad row, checksums redone", "another picture, checksums redone", "not a picture, checksums redone"],
+     "bad row, checksums redone", "another picture, checksums redone", "not a picture, checksums redone",
+     "truncated picture, checksums redone", "truncated thumbnail, checksums redone",
+     "deeply nested row, checksums redone", "NaN in a row, checksums redone"],
 )  # fmt: skip
 def test_a_damaged_or_changed_backup_is_refused_naming_the_member_and_nothing_is_stored(
     engine, other, art, how: str
@@ -281,6 +307,21 @@ def test_a_damaged_or_changed_backup_is_refused_naming_the_member_and_nothing_is
         message = refused.value.message(lang)
         assert "backup.zip" in message and member in message
     assert "Nothing was restored" in refused.value.message("en")
+    assert snapshot(other) == before
+
+
+def test_a_zip_with_two_members_of_one_name_is_refused_as_such(engine, other, art) -> None:
+    make_library(engine, LOCAL_USER, art)
+    files = members(backup.backup(engine, LOCAL_USER))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        for name, data in files.items():
+            archive.writestr(name, data)
+        archive.writestr("users.json", b"[]")
+    before = snapshot(other)
+    with pytest.raises(ArchiveError) as refused:
+        backup.restore(other, LOCAL_USER, out.getvalue(), "twice.zip")
+    assert refused.value.code == "duplicate" and "two files named “users.json”" in refused.value.message("en")
     assert snapshot(other) == before
 
 
@@ -326,21 +367,31 @@ def team(engine, art):
     return alice, bob, carol
 
 
-def test_each_person_backs_up_their_own_and_an_admin_everything(engine, team) -> None:
+def test_each_person_backs_up_their_own_and_an_admin_no_more(engine, team) -> None:
     alice, bob, carol = team
     texts = {who: backup.backup(engine, who) for who in (alice, bob, carol)}
-    alices, bobs, everything = (rows(texts[who]) for who in (alice, bob, carol))
+    alices, bobs, carols = (rows(texts[who]) for who in (alice, bob, carol))
     for secret in (b"Bob secret", b"Bob's private notes", b"Bob's private words", b"bob@example.test", b"Bobbington"):
         assert secret not in alices
+        assert secret not in carols  # an admin moderates characters; nobody's backup holds another's words
     for secret in (b"Alice secret", b"Guardian of the forest", b"Where am I?", b"alice@example.test", b"Alinor"):
         assert secret not in bobs
+        assert secret not in carols
     assert b"Alice shared" not in bobs  # only its uid, for his conversation with it
     bob_rows = members(texts[bob])
     assert len(bob_rows["characters.jsonl"].splitlines()) == 1
     assert len(bob_rows["conversations.jsonl"].splitlines()) == 2
-    for secret in (b"Bob secret", b"Bob's private words", b"Alice secret", b"Where am I?", b"Alice shared"):
-        assert secret in everything
-    assert json.loads(members(texts[carol])["manifest.json"])["counts"]["users"] == 4  # the local user too
+    manifest = json.loads(members(texts[carol])["manifest.json"])
+    assert manifest["scope"]["everyone"] is False and manifest["counts"]["users"] == 1
+
+
+def test_after_un_sharing_a_backup_leaves_out_conversations_with_the_character(engine, team) -> None:
+    alice, bob, _ = team
+    shared = next(s.id for s in characters.summaries(engine, alice) if s.name == "Alice shared")
+    characters.share(engine, alice, shared, False)
+    bob_rows = members(backup.backup(engine, bob))
+    assert len(bob_rows["conversations.jsonl"].splitlines()) == 1  # the one with his own character
+    assert b"Bob talks to Alice" not in rows(backup.backup(engine, bob))
 
 
 def test_restoring_as_a_person_makes_it_theirs_and_leaves_out_what_they_may_not_see(engine, team, tmp_path) -> None:
@@ -362,10 +413,29 @@ def test_restoring_as_a_person_makes_it_theirs_and_leaves_out_what_they_may_not_
         elsewhere.dispose()
 
 
-def test_an_admins_backup_restores_everyone_to_their_owners(engine, team, other) -> None:
+def test_the_operators_whole_server_backup_restores_everyone_to_their_owners(
+    engine, db_url: str, team, other, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`python -m core.server_backup`, run on the server with the app's settings: the only way to a
+    backup of everyone's conversations, and the only way to restore one."""
+    from core import server_backup
+
     *_, carol = team
-    report = backup.restore(other, LOCAL_USER, backup.backup(engine, carol), "team.zip")
-    assert report.users_added == 3 and report.conversations_unattached == 0
+    file = tmp_path / "whole-server.zip"
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    assert server_backup.main(["backup", str(file)]) == 0
+    assert "Wrote" in (said := capsys.readouterr().out) and "3 conversations" in said
+    everything = rows(file.read_bytes())
+    for secret in (b"Bob secret", b"Bob's private words", b"Alice secret", b"Where am I?", b"Alice shared"):
+        assert secret in everything
+    before = snapshot(other)
+    with pytest.raises(BackupError) as refused:  # not through a page, not even an admin's
+        backup.restore(other, carol, file.read_bytes(), "whole-server.zip")
+    assert refused.value.code == "whole_server" and "python -m core.server_backup" in refused.value.message("en")
+    assert snapshot(other) == before
+
+    monkeypatch.setenv("DATABASE_URL", str(other.url.render_as_string(hide_password=False)))
+    assert server_backup.main(["restore", str(file)]) == 0
     assert contents(other) == contents(engine)
     with Session(other) as s:
         personas = {u.subject: u.persona_name for u in s.exec(select(User).where(col(User.issuer) != "local")).all()}

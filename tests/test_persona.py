@@ -19,9 +19,9 @@ def _greeted(engine, actor) -> str:
 
 
 def test_the_persona_names_the_user_in_greetings_and_tells_the_character(engine) -> None:
-    assert _greeted(engine, users.with_persona(engine, LOCAL_USER)) == "Welcome, you!"
+    assert _greeted(engine, users.current(engine, LOCAL_USER)) == "Welcome, you!"
     users.save_persona(engine, LOCAL_USER, "  Alex ", "A travelling painter, new in town.")
-    me = users.with_persona(engine, LOCAL_USER)
+    me = users.current(engine, LOCAL_USER)
     assert me.user_name == "Alex"
     assert _greeted(engine, me) == "Welcome, Alex!"
     chat = conversations.recent(engine, me)[0]
@@ -33,7 +33,7 @@ def test_no_persona_leaves_the_instruction_as_it_was(engine) -> None:
     """Without a persona nothing is added: the saved character prefixes of earlier versions still match."""
     made = characters.create(engine, LOCAL_USER, {"name": "Aster"}, [_image()])
     chat = conversations.start(engine, LOCAL_USER, made.id)
-    instruction = turns.request_for(engine, users.with_persona(engine, LOCAL_USER), chat.id).prefix.instruction
+    instruction = turns.request_for(engine, users.current(engine, LOCAL_USER), chat.id).prefix.instruction
     assert "talking with" not in instruction
 
 
@@ -48,18 +48,18 @@ def test_a_persona_survives_a_restart_and_too_long_is_refused(db_url) -> None:
         users.save_persona(engine, LOCAL_USER, "Alex", "x" * 2001)
     engine.dispose()
     again = make_engine(db_url)
-    stored = users.with_persona(again, LOCAL_USER).persona
+    stored = users.current(again, LOCAL_USER).persona
     assert stored == users.Persona("Alex", "Painter.")  # the refusals stored nothing
     again.dispose()
 
 
 def test_each_signed_in_person_has_their_own_persona(engine) -> None:
     alice, bob = person(engine, "alice"), person(engine, "bob")
-    assert users.with_persona(engine, bob).user_name == "Bob"  # the provider's name until they choose one
+    assert users.current(engine, bob).user_name == "Bob"  # the provider's name until they choose one
     users.save_persona(engine, alice, "Captain A", "Leads the expedition.")
-    assert users.with_persona(engine, alice).user_name == "Captain A"
-    assert users.with_persona(engine, bob).persona == users.Persona()
-    assert users.with_persona(engine, LOCAL_USER).persona == users.Persona()
+    assert users.current(engine, alice).user_name == "Captain A"
+    assert users.current(engine, bob).persona == users.Persona()
+    assert users.current(engine, LOCAL_USER).persona == users.Persona()
 
 
 @pytest.mark.slow
@@ -72,5 +72,5 @@ def test_the_persona_is_set_from_the_sidebar(app_env, app_db) -> None:
     [save] = [b for b in at.sidebar.button if b.label == "Save"]
     save.click().run()
     assert not at.exception
-    assert users.with_persona(app_db, LOCAL_USER).persona == users.Persona("Alex", "A painter.")
+    assert users.current(app_db, LOCAL_USER).persona == users.Persona("Alex", "A painter.")
     assert at.sidebar.text_input[0].value == "Alex"  # the form shows what is saved

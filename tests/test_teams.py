@@ -6,12 +6,13 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import inspect
+import json
 
 import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
-from core import characters, conversations, turns, users
+from core import backup, characters, conversations, turns, users
 from core.backend import ReplyRequest, ReplyStream
 from core.errors import NotFound, Refused
 from core.sampling import SamplerSettings
@@ -124,20 +125,73 @@ def test_nobody_reaches_anothers_private_data_through_any_service(engine, team) 
     assert conversations.recent(engine, bob) == []
 
 
-def test_every_service_function_is_in_the_cross_user_test() -> None:
-    """A new service function that takes an actor must get a case above (or be a list, checked there)."""
-    lists = {"characters.summaries", "characters.count", "characters.names", "conversations.recent"}
-    own = {"characters.create", "users.sign_in", "users.with_persona", "users.save_persona"}  # the actor's own rows
-    listed = set(cross_user_calls(1, 1, 1)) | lists | own
-    found = {
-        f"{module.__name__.rsplit('.', 1)[-1]}.{name}"
-        for module in (characters, conversations, turns, users)
-        for name, function in inspect.getmembers(module, inspect.isfunction)
-        if function.__module__ == module.__name__
-        and not name.startswith("_")  # helpers are reached through the public functions listed above
-        and list(inspect.signature(function).parameters)[:2] == ["db", "actor"]
+def test_an_admin_opens_no_one_elses_private_character_or_conversation(engine, team) -> None:
+    """Admins moderate: they list and delete any character, and open, chat with, export or copy none
+    that is someone else's and private (the same "not found" as anyone else)."""
+    alice, _bob, carol, secret, chat = team
+    image = characters.images(engine, alice, secret)[1].id
+    before = snapshot(engine)
+    for name, (function, *args) in cross_user_calls(secret, chat, image).items():
+        if name == "characters.delete" or name.startswith("users."):
+            continue  # what admins may do
+        with pytest.raises(NotFound):
+            function(engine, carol, *args)
+    assert snapshot(engine) == before
+    assert secret in [s.id for s in characters.summaries(engine, carol)] and characters.count(engine, carol) == 1
+    assert characters.names(engine, carol) == {}  # listed to delete, not a character to pick for a chat
+
+
+def _shown(engine, actor) -> dict[str, set]:
+    """Every list an actor gets, as the character and conversation ids (or uids) each one shows."""
+    summaries = characters.summaries(engine, actor)
+    recent = conversations.recent(engine, actor)
+    files = backup_members(backup.backup(engine, actor))
+    return {
+        "characters.summaries": {s.id for s in summaries},
+        "characters.count": set(range(characters.count(engine, actor))),
+        "characters.names": set(characters.names(engine, actor)),
+        "conversations.recent": {r.character_id for r in recent} | {f"chat:{r.id}" for r in recent},
+        "backup.backup": {json.loads(line)["uid"] for line in files["characters.jsonl"].splitlines()}
+        | {json.loads(line)["character_uid"] for line in files["conversations.jsonl"].splitlines()},
     }
-    assert found - listed == set()
+
+
+LISTS = {"characters.summaries", "characters.count", "characters.names", "conversations.recent", "backup.backup"}
+
+
+def test_every_list_follows_the_access_rule_after_un_sharing(engine, team) -> None:
+    """Bob and Carol chat with Alice's shared character; she makes it private again. From then on no
+    list shows it or those conversations to Bob, and only the admin's Library (to moderate) lists it."""
+    alice, bob, carol, _secret, _chat = team
+    lantern = characters.create(engine, alice, {"name": "Lantern", "first_mes": "Hi."}, [_image()])
+    characters.share(engine, alice, lantern.id, True)
+    chats = {who.id: conversations.start(engine, who, lantern.id).id for who in (bob, carol)}
+    for who in (bob, carol):
+        turns.send(engine, who, chats[who.id], f"Hello from {who.display_name}")
+        assert lantern.id in _shown(engine, who)["conversations.recent"]  # shown while shared
+    characters.share(engine, alice, lantern.id, False)
+
+    for who in (bob, carol):
+        shown = _shown(engine, who)
+        assert set(shown) == LISTS
+        for name, ids in shown.items():
+            moderated = who.is_admin and name in ("characters.summaries", "characters.count")
+            if not moderated:
+                assert lantern.id not in ids and lantern.uid not in ids, (who.display_name, name)
+                assert f"chat:{chats[who.id]}" not in ids, (who.display_name, name)
+        assert [c.id for c in conversations.for_character(engine, alice, lantern.id)] == []
+        with pytest.raises(NotFound):
+            conversations.get(engine, who, chats[who.id])
+    assert _shown(engine, bob)["characters.count"] == set()
+    assert lantern.id in _shown(engine, carol)["characters.summaries"]
+
+
+def backup_members(raw: bytes) -> dict[str, bytes]:
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
 
 
 def test_a_shared_character_is_seen_chatted_with_and_copied_but_not_changed(engine, team) -> None:
@@ -173,7 +227,7 @@ def test_an_admin_deletes_any_character_but_reads_no_conversation(engine, team) 
     for read in (lambda: turns.story(engine, carol, chat), lambda: conversations.get(engine, carol, chat)):
         with pytest.raises(NotFound):
             read()
-    with pytest.raises(Refused):
+    with pytest.raises(NotFound):  # not a character she sees: she may only delete it
         characters.update(engine, carol, secret, {"name": "Renamed by an admin"})
     characters.delete(engine, carol, secret)
     assert characters.summaries(engine, alice) == []
@@ -208,3 +262,50 @@ def test_an_admin_hands_the_library_made_before_sign_in_to_a_person(engine, neut
     assert len(conversations.recent(engine, dana)) == 1 and users.local_library(engine, admin) == (0, 0)
     with Session(engine) as s:
         assert s.exec(text("SELECT count(*) FROM character")).one()[0] == 1
+
+
+def test_a_deleted_rows_id_is_never_given_again(engine) -> None:
+    """An old deep link (`/chat?character=2`) must not open a newer character, someone else's shared one
+    perhaps: SQLite tables are AUTOINCREMENT (migration 0005); PostgreSQL's sequences never go back."""
+    alice, bob = person(engine, "alice"), person(engine, "bob")
+    old = characters.create(engine, alice, {"name": "Old"}, [_image()])
+    chat = conversations.start(engine, alice, old.id)
+    turns.send(engine, alice, chat.id, "Hello", [_image("green")])
+    (message,) = turns.story(engine, alice, chat.id)
+    characters.delete(engine, alice, old.id)
+    new = characters.create(engine, bob, {"name": "Bob's shared"}, [_image()])
+    characters.share(engine, bob, new.id, True)
+    new_chat = conversations.start(engine, bob, new.id)
+    turns.send(engine, bob, new_chat.id, "Hi", [_image("green")])
+    (new_message,) = turns.story(engine, bob, new_chat.id)
+    assert new.id > old.id and new_chat.id > chat.id and new_message.id > message.id
+    with pytest.raises(NotFound):
+        characters.get(engine, alice, old.id)  # the old link finds nothing, not Bob's character
+
+
+def test_migration_0005_keeps_every_row_and_id(db_url: str) -> None:
+    from storage.db import make_engine, migrate
+
+    engine = make_engine(db_url)
+    insert = ("INSERT INTO character (uid, owner_id, shared, name, notes, language, description, personality, "
+              "scenario, first_mes, alternate_greetings, mes_example, system_prompt, post_history_instructions, "
+              "creator_notes, tags, creator, character_version, extensions, character_book, created_at, updated_at) "
+              "VALUES (:uid, 1, :no, :name, '', 'English', '', '', '', '', '[]', '', '', '', '', '[]', '', '', '{}', "
+              "NULL, :now, :now)")  # fmt: skip
+    try:
+        migrate(engine, "0004")
+        with engine.begin() as conn:
+            for i in range(4):
+                conn.execute(text(insert), {"uid": f"{i:032x}", "no": False, "name": f"C{i}", "now": "2026-11-01"})
+            conn.execute(text("DELETE FROM character WHERE name = 'C1'"))
+        before = snapshot(engine)
+        migrate(engine)
+        after = snapshot(engine)
+        assert after["character"] == before["character"]  # every row, with its id
+        assert [row[-1] for row in after["app_user"]] == [None]  # signed_out_at, for the local user
+        from core.users import LOCAL_USER
+
+        characters.delete(engine, LOCAL_USER, 4)
+        assert characters.create(engine, LOCAL_USER, {"name": "After"}, [_image()]).id == 5  # not 4, not 2
+    finally:
+        engine.dispose()

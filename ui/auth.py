@@ -12,7 +12,18 @@ from typing import Any
 
 import streamlit as st
 
-from core.users import LOCAL_USER, Actor, Identity, NotAllowed, Policy, sign_in
+from core.users import (
+    LOCAL_USER,
+    Actor,
+    Identity,
+    NotAllowed,
+    Policy,
+    SignedOut,
+    current,
+    sign_in,
+    sign_out_everywhere,
+)
+from ui import resources
 from ui.language import say, tr
 
 
@@ -32,10 +43,11 @@ def providers(section: dict[str, Any]) -> list[str | None]:
 
 
 def signed_in_actor(db: Any, settings: Any) -> Actor | NotAllowed | None:
-    """Who this browser session is: the local user without sign-in; with it, the signed-in person
-    (recorded once per session), `NotAllowed` with the reason, or None before signing in."""
+    """Who this browser session is, as stored now (with their persona): the local user without
+    sign-in; with it, the signed-in person (recorded once per session), `NotAllowed` with the reason,
+    or None: not signed in, or signed out (everywhere) since this browser's identity was issued."""
     if auth_section() is None:
-        return LOCAL_USER
+        return current(db, LOCAL_USER)
     if not st.user.is_logged_in:
         return None
     identity = Identity(
@@ -44,14 +56,32 @@ def signed_in_actor(db: Any, settings: Any) -> Actor | NotAllowed | None:
         email=str(st.user.get("email") or ""),
         name=str(st.user.get("name") or st.user.get("preferred_username") or ""),
         email_verified=st.user.get("email_verified"),
+        issued_at=_seconds(st.user.get("iat")),
     )
-    key = ("signed_in", identity.issuer, identity.subject)
-    if st.session_state.get("signed_in_as", (None,))[0] != key:
-        try:
-            st.session_state.signed_in_as = (key, sign_in(db, identity, Policy.of(settings)))
-        except NotAllowed as refusal:
-            st.session_state.signed_in_as = (key, refusal)
-    return st.session_state.signed_in_as[1]
+    key = ("signed_in", identity.issuer, identity.subject, identity.issued_at)
+    try:
+        if st.session_state.get("signed_in_as", (None,))[0] != key:
+            try:
+                st.session_state.signed_in_as = (key, sign_in(db, identity, Policy.of(settings)))
+            except NotAllowed as refusal:
+                st.session_state.signed_in_as = (key, refusal)
+        known = st.session_state.signed_in_as[1]
+        return current(db, known, identity.issued_at) if isinstance(known, Actor) else known
+    except SignedOut:
+        st.session_state.pop("signed_in_as", None)
+        return None
+
+
+def _seconds(claim: object) -> float:
+    """The ID token's `iat` (seconds since the epoch); 0 (before any Sign out) when it is not a number."""
+    return float(claim) if isinstance(claim, int | float) and not isinstance(claim, bool) else 0.0
+
+
+def sign_out(actor: Actor) -> None:
+    """Sign out everywhere: recorded first (so copies of this browser's cookie stop counting too), then
+    Streamlit's own sign-out, which clears this browser's cookie and asks the provider to end its session."""
+    sign_out_everywhere(resources.db(), actor)
+    st.logout()
 
 
 def sign_in_page() -> None:
@@ -68,7 +98,7 @@ def sign_in_page() -> None:
 def not_allowed_page(refusal: NotAllowed) -> None:
     st.title(tr("home.title"))
     st.error(say(refusal), icon=":material/block:")
-    st.button(tr("auth.sign_out"), icon=":material/logout:", on_click=st.logout)
+    st.button(tr("auth.sign_out"), icon=":material/logout:", on_click=st.logout)  # never let in: nothing to record
 
 
 def who_is_here(actor: Actor) -> None:
@@ -78,4 +108,4 @@ def who_is_here(actor: Actor) -> None:
     with st.sidebar:
         admin = f" · {tr('auth.admin')}" if actor.is_admin else ""
         st.caption(tr("auth.signed_in_as", name=actor.display_name or actor.email) + admin)
-        st.button(tr("auth.sign_out"), icon=":material/logout:", on_click=st.logout, key="sign_out")
+        st.button(tr("auth.sign_out"), icon=":material/logout:", on_click=sign_out, args=(actor,), key="sign_out")

@@ -9,14 +9,13 @@ from core.errors import UserError
 from core.users import Actor
 from ui import resources
 from ui.language import say, tr
-from ui.markdown import inert
 
 
 def backup_panel(actor: Actor) -> None:
     """An expander with the download (built only when clicked), the uploader and the restore report."""
     db = resources.db()
     with st.expander(tr("backup.title"), icon=":material/backup:"):
-        st.caption(tr("backup.scope_everyone" if actor.is_admin else "backup.scope_own"))
+        st.caption(tr("backup.scope_own"))  # admins too: nobody's backup holds another person's conversations
         st.download_button(
             tr("backup.download"),
             data=lambda: backup.backup(db, actor),  # built only when clicked
@@ -40,7 +39,7 @@ def backup_panel(actor: Actor) -> None:
         st.success(
             tr(
                 "backup.report",
-                name=inert(upload.name),
+                name=upload.name,
                 characters=report.characters_added,
                 characters_skipped=report.characters_skipped,
                 conversations=report.conversations_added,

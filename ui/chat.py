@@ -22,6 +22,7 @@ from storage.tables import Conversation
 from ui import resources
 from ui.language import lang, say, tr
 from ui.markdown import inert, inert_stream
+from ui.widgets import picture
 
 LIVE_REFRESH_SECONDS = 2  # how often a reply another viewer is writing is re-read
 
@@ -80,7 +81,7 @@ def bubble(b: Bubble, conversation_id: int, avatar: bytes | None, *, last_reply:
         return
     with st.chat_message("user" if b.is_user else "assistant", avatar=None if b.is_user else avatar):
         for thumbnail in b.attachments:
-            st.image(thumbnail, width=160)
+            picture(thumbnail, width=160)
         if b.is_user and st.session_state.get("editing_turn") == b.turn:
             _edit_form(b, conversation_id)
             return

@@ -10,6 +10,7 @@ import streamlit as st
 from core.errors import UserError
 from core.i18n import UI_LANGUAGES, Text, t, ui_language_for
 from core.prompts import DEFAULT_LANGUAGE, reply_language_for
+from ui.markdown import Safe, inert
 
 CHOICE = "ui_lang_choice"
 
@@ -20,13 +21,28 @@ def lang() -> str:
     return st.session_state[CHOICE]
 
 
-def tr(key: str, **params: object) -> str:
+def tr(key: str, **params: object) -> Safe:
+    """The string `key` in this viewer's language, each text parameter made inert (a name, a file, a
+    provider's claim), never the template: what it returns is safe to show as Markdown."""
+    return Safe(t(key, lang(), **{name: _inert(value) for name, value in params.items()}))
+
+
+def tr_plain(key: str, **params: object) -> str:
+    """The string `key` with its parameters as they are: only for plain-text places (placeholders,
+    file names), never for Markdown."""
     return t(key, lang(), **params)
 
 
-def say(text: Text | UserError) -> str:
-    """A stored sentence or an error, in this viewer's language."""
-    return text.message(lang()) if isinstance(text, UserError) else text.render(lang())
+def say(text: Text | UserError) -> Safe:
+    """A stored sentence or an error, in this viewer's language, its parameters inert."""
+    text = text.text if isinstance(text, UserError) else text
+    return tr(text.key, **text.params)
+
+
+def _inert(value: object) -> object:
+    if isinstance(value, Text | UserError):
+        return say(value)
+    return inert(value) if isinstance(value, str) else value
 
 
 def reply_language() -> str:

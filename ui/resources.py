@@ -17,7 +17,7 @@ from core.backend import Backend, BackendError, make_backend
 from core.i18n import t
 from core.settings import Settings, load_settings
 from core.sheets import ImageLimits
-from core.users import Actor, with_persona
+from core.users import Actor
 from storage.db import DatabaseProblem, check_database, known_revisions, make_engine, migrate
 from ui.language import lang
 
@@ -78,13 +78,14 @@ def actor() -> Actor:
 
     Only ever an actor: a visitor who is not (or may not be) signed in is stopped here, whatever page
     was asked for (the router shows them the sign-in page instead). Their persona is read fresh, so
-    a change in one tab holds in the next reply of every other."""
+    a change in one tab holds in the next reply of every other, and a Sign out elsewhere ends this
+    session at its next run."""
     from ui.auth import signed_in_actor
 
     current = signed_in_actor(db(), settings())
     if not isinstance(current, Actor):
         st.stop()
-    return with_persona(db(), current)
+    return current
 
 
 def limits() -> ImageLimits:

@@ -126,11 +126,44 @@ def lore_list(book: Lorebook) -> None:
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
-def square_thumbnail(thumbnail: bytes, background: str = "#ffffff") -> bytes:
-    """A thumbnail padded to a square, so a row of library cards lines up whatever the art's shape."""
+def readable(data: bytes) -> bool:
+    """Whether a stored picture decodes whole (asked once per picture per process). A damaged one, in
+    a row written by another program or restored before full checks, must not break the page."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception:  # noqa: BLE001 - whatever Pillow raises, it cannot be shown
+        return False
+    return True
+
+
+def picture(data: bytes | None, name: str = "", *, into: Any = None, **options: Any) -> None:
+    """A stored picture (`options`: `st.image`'s), or, when it cannot be decoded, a placeholder naming
+    it: the rest of the page, its Edit and Delete buttons included, is drawn as usual."""
+    into = into or st
+    if data and readable(data):
+        into.image(data, **options)
+    else:
+        into.warning(tr("image.damaged_shown", name=name or "?"), icon=":material/broken_image:")
+
+
+def avatar(data: bytes | None) -> bytes | None:
+    """A thumbnail fit to be a chat avatar (a damaged one gives the default avatar instead)."""
+    return data if data and readable(data) else None
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def square_thumbnail(thumbnail: bytes, background: str = "#ffffff") -> bytes | None:
+    """A thumbnail padded to a square, so a row of library cards lines up whatever the art's shape;
+    None for one that cannot be decoded."""
     from PIL import Image, ImageOps
 
-    image = Image.open(io.BytesIO(thumbnail)).convert("RGB")
+    try:
+        image = Image.open(io.BytesIO(thumbnail)).convert("RGB")
+    except Exception:  # noqa: BLE001 - a damaged thumbnail: the card shows a placeholder
+        return None
     side = max(image.size)
     buf = io.BytesIO()
     ImageOps.pad(image, (side, side), color=background).save(buf, format="JPEG", quality=85)

@@ -27,7 +27,6 @@ from core.gemma.model import ModelHandle
 from core.gemma.streaming import TokenStreamer, stop_criterion
 from core.i18n import Text
 from core.prompts import CharacterPrompt, PromptImage, build_messages, prefix_message
-from core.sheets import decode
 
 
 @dataclass
@@ -124,7 +123,7 @@ class PixelCache:
                 self._items.move_to_end(image.sha256)
                 self.hits += 1
                 return self._items[image.sha256]
-        pixels = self._processor.image_processor(images=[decode(image.data)], return_tensors="pt")["pixel_values"]
+        pixels = self._processor.image_processor(images=[image.pixels()], return_tensors="pt")["pixel_values"]
         pixels = pixels.to(self._dtype)
         with self._lock:
             self.misses += 1
