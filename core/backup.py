@@ -45,7 +45,17 @@ from datetime import datetime
 from typing import IO, Annotated, Any, BinaryIO
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -53,6 +63,7 @@ from core import access
 from core.archive import ZipLimits, read_zip
 from core.errors import UserError
 from core.profile import Profile
+from core.sampling import InvalidSampler, SamplerSettings
 from core.sheets import ACCEPTED_FORMATS, ImageLimits
 from core.text import clean, dumps, loads
 from core.users import MAX_PERSONA_DESCRIPTION, MAX_PERSONA_NAME, Actor
@@ -115,9 +126,10 @@ class _Row(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _utc(cls, value: Any) -> Any:
-        """Every time aware and in UTC (one without a zone is taken as UTC)."""
+        """Every time aware and in UTC (one without a zone is taken as UTC), and none in the future: a
+        row dated 2999 would sort first in everyone's lists for ever."""
         if isinstance(value, datetime):
-            return as_utc(value)
+            return min(as_utc(value), utcnow())
         return value
 
 
@@ -170,6 +182,9 @@ class CharacterEntry(_Row):
     images: list[SheetEntry] = Field(min_length=1)
 
 
+Stat = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_length=64)]  # a reply's figures
+
+
 class MessageEntry(_Row):
     turn: int = Field(ge=0)
     variant: int = Field(ge=0)
@@ -178,10 +193,17 @@ class MessageEntry(_Row):
     text: str = ""
     status: MessageStatus = MessageStatus.COMPLETE
     error: str = ""
-    stats: dict[str, Any] = Field(default_factory=dict)
+    stats: dict[str, Stat] = Field(default_factory=dict)  # plain values only: the caption reads them
     created_at: datetime
     updated_at: datetime
     attachments: list[int] = Field(default_factory=list)
+
+    @field_validator("status", mode="after")
+    @classmethod
+    def _not_writing(cls, value: MessageStatus) -> MessageStatus:
+        """A reply that was being written when the backup was made is unfinished now (its writer is
+        not coming back), not one that others must watch being written."""
+        return MessageStatus.PARTIAL if value == MessageStatus.WRITING else value
 
 
 class ConversationEntry(_Row):
@@ -190,6 +212,17 @@ class ConversationEntry(_Row):
     owner: Person
     title: str = Field(default="", max_length=2000)
     settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("settings", mode="after")
+    @classmethod
+    def _sampler(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Reply settings that the chat can use (numbers in range), or the row is refused."""
+        try:
+            SamplerSettings.from_dict(value)
+        except InvalidSampler as exc:
+            raise ValueError(exc.message("en")) from exc
+        return value
+
     created_at: datetime
     updated_at: datetime
     attachments: list[AttachmentEntry] = Field(default_factory=list)

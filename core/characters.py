@@ -22,10 +22,10 @@ from core.charx import is_charx, read_charx, write_charx
 from core.errors import Refused
 from core.i18n import Text
 from core.lore import Lorebook
-from core.profile import BY_NAME, Profile, profile_of
+from core.profile import BY_NAME, FIELDS, Profile, profile_of
 from core.prompts import CharacterPrompt, PromptImage, character_prompt
 from core.sheets import ImageLimits, ImageRejected, PreparedImage, prepare_image
-from core.text import clean
+from core.text import clean, one_line
 from core.users import Actor
 from storage import characters as chars
 from storage.images import Picture, image_sizes
@@ -38,15 +38,19 @@ def summaries(
     """Library cards the actor may list (their own, the shared ones; all for an admin, to moderate),
     most recent activity first, filtered by name and notes; `limit`/`offset` give one page (no full
     images). Counts and activity are of the actor's own conversations."""
-    listed, theirs = access.characters_listed(actor), access.conversations_seen(actor)
-    with Session(db) as session:
-        return chars.list_characters(session, query, listed, theirs, limit, offset)
+    listed, theirs, seen = (
+        access.characters_listed(actor),
+        access.conversations_seen(actor),
+        access.characters_seen(actor),
+    )
+    with Session(db) as session:  # an admin's search reads the names of what they only list, not the notes
+        return chars.list_characters(session, query, listed, theirs, limit, offset, notes_of=seen)
 
 
 def count(db: Engine, actor: Actor, query: str = "") -> int:
     """How many characters the actor may list (that match `query`): the library's page count."""
     with Session(db) as session:
-        return chars.count_characters(session, access.characters_listed(actor), query)
+        return chars.count_characters(session, access.characters_listed(actor), query, access.characters_seen(actor))
 
 
 def names(db: Engine, actor: Actor) -> dict[int, str]:
@@ -243,9 +247,13 @@ def export_charx(db: Engine, actor: Actor, character_id: int) -> bytes:
 
 def _checked(values: dict[str, Any]) -> dict[str, Any]:
     """The values validated against the profile definition (a bad one is refused by name), their text
-    made safe for every database (no NUL characters, no lone surrogates, no NaN)."""
+    made safe for every database (no NUL characters, no lone surrogates, no NaN), and one-line fields
+    (name, language, creator, version, each tag) kept to one line."""
     try:
-        return clean(Profile.model_validate(values).model_dump())
+        checked = clean(Profile.model_validate(values).model_dump())
+        lines = {f.name for f in FIELDS if f.kind in ("line", "language")}
+        return {k: one_line(v) if k in lines else [one_line(t) for t in v] if k == "tags" else v
+                for k, v in checked.items()}  # fmt: skip
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0]) if error["loc"] else "?"

@@ -21,7 +21,7 @@ from core.chat_files import Chat, ChatMessage, Said
 from core.errors import Refused
 from core.prompts import fill_placeholders
 from core.sampling import InvalidSampler, SamplerSettings
-from core.text import clean_text
+from core.text import one_line
 from core.users import Actor
 from storage import conversations as convs
 from storage.conversations import RecentConversation
@@ -69,7 +69,7 @@ def start(db: Engine, actor: Actor, character_id: int, title: str = "") -> Conve
 def rename(db: Engine, actor: Actor, conversation_id: int, title: str) -> None:
     with access.writing(db) as session:
         access.conversation(session, actor, conversation_id, write=True)
-        convs.rename_conversation(session, conversation_id, clean_text(title)[:200])
+        convs.rename_conversation(session, conversation_id, one_line(title)[:200])
 
 
 def delete(db: Engine, actor: Actor, conversation_id: int) -> None:
@@ -160,7 +160,7 @@ def import_jsonl(db: Engine, actor: Actor, character_id: int, raw: bytes, name: 
         conversation = Conversation(
             character_id=character.id,
             owner_id=actor.id,
-            title=clean_text(title).strip()[:200],
+            title=one_line(title)[:200],
             created_at=chat.created_at,
             updated_at=now,
         )

@@ -980,10 +980,23 @@ class Text:
         return {"key": self.key, "params": dict(self.params)}
 
 
+def known(key: str) -> bool:
+    """Whether `key` names a string (a stored one, read back from a database or a backup, may not)."""
+    return key in STRINGS
+
+
+class _Params(dict):
+    """A parameter a template names but nobody gave (a stored row from another version) reads "?"."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
 def t(key: str, lang: str = "en", **params: object) -> str:
     """The string `key` in `lang` (English if missing there), formatted with `params`.
 
-    With `count=1`, a `<lang>_one` form is used where the language has one ("1 conversation")."""
+    With `count=1`, a `<lang>_one` form is used where the language has one ("1 conversation").
+    A missing parameter reads "?": one odd stored row must not break a page."""
     entry = STRINGS.get(key)
     if entry is None:
         return key
@@ -991,7 +1004,10 @@ def t(key: str, lang: str = "en", **params: object) -> str:
     text = entry[lang]
     if params.get("count") == 1:
         text = entry.get(f"{lang}_one", text)
-    return text.format(**params) if params else text
+    try:
+        return text.format_map(_Params(params))
+    except (ValueError, TypeError, IndexError, AttributeError):  # a format spec the value cannot take
+        return text.format_map(_Params({name: str(value) for name, value in params.items()}))
 
 
 def ui_language_for(locale: str | None) -> str:

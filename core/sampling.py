@@ -26,6 +26,10 @@ class InvalidSampler(UserError):
         return " ".join(self.messages(lang))
 
 
+def _number(value: Any, optional: bool) -> bool:
+    return (value is None and optional) or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
     """How replies are sampled. Gemma 3's recommended defaults; temperature 0 means greedy."""
@@ -59,8 +63,12 @@ class SamplerSettings:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> SamplerSettings:
-        """From stored JSON: unknown keys are ignored, missing ones take defaults."""
+        """From stored JSON: unknown keys are ignored, missing ones take defaults; a value that is not a
+        number (a restored row from elsewhere) is `InvalidSampler`, like one out of range."""
         known = {k: v for k, v in (values or {}).items() if k in cls.__dataclass_fields__}
+        wrong = [(f"sampler.{k}", {"value": str(v)[:40]}) for k, v in known.items() if not _number(v, k == "seed")]
+        if wrong:
+            raise InvalidSampler(wrong)
         return cls(**known)
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,8 +11,12 @@ or `.streamlit/secrets.toml`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
+
+from sqlalchemy.engine import Engine
 
 from core import backup
 from core.errors import UserError
@@ -36,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         migrate(db)
         if args.action == "backup":
-            with args.file.open("wb") as out:
-                manifest = backup.write_backup(db, LOCAL_USER, out, everyone=True)
+            manifest = _write(db, args.file)
             counts = ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in sorted(manifest.counts.items()))
             print(f"Wrote {args.file}: {counts}.")
         else:
@@ -46,9 +49,27 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(exc.message("en"), file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"{args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     finally:
         db.dispose()
     return 0
+
+
+def _write(db: Engine, target: Path) -> backup.Manifest:
+    """The whole server into `target`, readable by its owner only (it holds everyone's conversations),
+    written beside it under a temporary name and renamed when complete: a failed run leaves an
+    earlier backup of that name as it was."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        with os.fdopen(descriptor, "wb") as out:  # mkstemp makes it 0600
+            manifest = backup.write_backup(db, LOCAL_USER, out, everyone=True)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return manifest
 
 
 if __name__ == "__main__":

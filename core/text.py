@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 MAX_DEPTH = 64  # deeper than any real card; a hostile one is cut off here
@@ -21,6 +22,14 @@ def clean_text(text: str) -> str:
     if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
         text = "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
     return text
+
+
+_LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\x85\u2028\u2029]+\s*")
+
+
+def one_line(text: str) -> str:
+    """Text for a one-line field (a name, a title): cleaned, its line breaks turned into spaces."""
+    return _LINE_BREAKS.sub(" ", clean_text(text)).strip()
 
 
 def clean(value: Any, depth: int = 0) -> Any:

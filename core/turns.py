@@ -27,7 +27,7 @@ from core.backend import GenerationStats, OnProgress, Replier, ReplyRequest, Rep
 from core.characters import character_prefix
 from core.conversations import sampler
 from core.errors import NotFound, UserError
-from core.i18n import Text
+from core.i18n import Text, known
 from core.prompts import PromptImage, Turn
 from core.sheets import PreparedImage
 from core.text import clean_text
@@ -88,14 +88,22 @@ def stored_error(exc: BaseException) -> str:
 
 
 def error_of(stored: str) -> Text | None:
-    """The reason a row keeps; rows written before codes were stored hold the sentence itself."""
+    """The reason a row keeps; rows written before codes were stored hold the sentence itself. What
+    a row holds may come from a restored backup, so only a known key with plain parameters is taken
+    as one; anything else is shown as the text it is."""
     if not stored:
         return None
     try:
         data = json.loads(stored)
-        return Text(str(data["key"]), dict(data.get("params") or {}))
-    except (ValueError, KeyError, TypeError):
+        key, params = data["key"], data.get("params") or {}
+    except (ValueError, KeyError, TypeError, AttributeError):
         return Text("chat.error.other", {"reason": stored})
+    if not (isinstance(key, str) and known(key) and isinstance(params, dict)):
+        return Text("chat.error.other", {"reason": stored})
+    plain = (str, int, float)
+    return Text(
+        key, {str(k): v if isinstance(v, plain) and not isinstance(v, bool) else str(v) for k, v in params.items()}
+    )
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -120,7 +128,7 @@ def message(db: Engine, actor: Actor, conversation_id: int, message_id: int) -> 
 
 
 def _bubble(session: Session, m: Message, variants: int) -> Bubble:
-    thumbnails = tuple(a.thumbnail for a in convs.get_attachments(session, m.attachment_ids))
+    thumbnails = tuple(a.thumbnail for a in convs.get_attachments(session, m))
     return Bubble(m.id, m.turn, m.role, m.text, m.status, error_of(m.error), m.variant, variants, dict(m.stats),
                   thumbnails, m.updated_at)  # fmt: skip
 
@@ -145,7 +153,7 @@ def _request(session: Session, actor: Actor, conversation_id: int, before_turn: 
             break
         if m.status == MessageStatus.ERROR and not m.text:
             continue
-        images = tuple(PromptImage.of(picture) for picture in convs.attachment_pictures(session, m.attachment_ids))
+        images = tuple(PromptImage.of(picture) for picture in convs.attachment_pictures(session, m))
         history.append(Turn(m.role, m.text, images))
     return ReplyRequest(
         prefix=character_prefix(session, character, actor),

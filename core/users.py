@@ -8,7 +8,6 @@ the identity provider says into an actor, after the allow-lists (`REFSHEET_ALLOW
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy.engine import Engine
@@ -17,9 +16,9 @@ from sqlmodel import Session
 from core import access
 from core.errors import NotFound, Refused, UserError
 from core.settings import Settings
-from core.text import clean_text
+from core.text import clean_text, one_line
 from storage import users
-from storage.tables import LOCAL_USER_ID, User, as_utc
+from storage.tables import LOCAL_USER_ID, MAX_LINE, User
 
 MAX_PERSONA_NAME = 100  # characters
 MAX_PERSONA_DESCRIPTION = 2_000  # characters: a paragraph, read by every character in every reply
@@ -71,7 +70,7 @@ class Identity:
 
     `email_verified` is the claim exactly as it came (it is optional in OpenID Connect: Microsoft
     Entra never sends it; some providers send the string "false"); `issued_at` is the ID token's
-    `iat`, in seconds since the epoch (0 when the provider sent none)."""
+    `iat` (the provider's clock, seconds since the epoch; 0 when it sent none)."""
 
     issuer: str
     subject: str
@@ -153,9 +152,12 @@ def sign_in(db: Engine, identity: Identity, policy: Policy) -> Actor:
     """The actor for someone the provider vouches for: recorded on first sign-in, seen again after.
     Raises `NotAllowed` (the allow-lists) or `SignedOut` (an identity from before their last Sign out)."""
     policy.check(identity)
+    email = identity.verified_email(policy.trusted_issuers)  # an unverified address is not shown as theirs
+    name = one_line(identity.name)[:MAX_LINE]
     with access.writing(db) as session:
-        user = users.signed_in(session, identity.issuer, identity.subject, identity.email, identity.name)
+        user = users.signed_in(session, identity.issuer, identity.subject, email, name)
         _check_not_signed_out(user, identity.issued_at)
+        users.saw_identity(session, user, int(identity.issued_at))
         return Actor(user.id, user.name or user.email, user.email, policy.is_admin(identity))
 
 
@@ -174,7 +176,8 @@ def current(db: Engine, actor: Actor, issued_at: float = 0.0) -> Actor:
 
 def sign_out_everywhere(db: Engine, actor: Actor) -> None:
     """Record Sign out: every identity issued until now (every browser's cookie, copies included) stops
-    counting. The provider's next sign-in issues a new one."""
+    counting; the provider's next sign-in issues a newer one. (A provider that sends no `iat`, which
+    OpenID Connect requires, cannot be told apart this way: nothing is recorded for it.)"""
     if actor.id == LOCAL_USER_ID:
         return
     with access.writing(db) as session:
@@ -182,15 +185,16 @@ def sign_out_everywhere(db: Engine, actor: Actor) -> None:
 
 
 def _check_not_signed_out(user: User, issued_at: float) -> None:
-    """`iat` is whole seconds: an identity issued in the second of the Sign out counts as before it."""
-    if user.signed_out_at is not None and issued_at <= math.floor(as_utc(user.signed_out_at).timestamp()):
+    """Only the provider's clock is compared: an identity issued no later than the newest one this
+    person had signed in with when they chose Sign out is one from before it."""
+    if user.signed_out_iat is not None and issued_at <= user.signed_out_iat:
         raise SignedOut()
 
 
 def save_persona(db: Engine, actor: Actor, name: str, description: str) -> Actor:
     """Save who the user is to the characters (per person with sign-in; the one local user without);
     returns the actor with it. Too long a name or description is refused, saying the limit."""
-    name, description = clean_text(name).strip(), clean_text(description).strip()
+    name, description = one_line(name), clean_text(description).strip()
     if len(name) > MAX_PERSONA_NAME:
         raise Refused("persona_name_too_long", limit=MAX_PERSONA_NAME)
     if len(description) > MAX_PERSONA_DESCRIPTION:

@@ -19,7 +19,7 @@ from ui.chat import (
 )
 from ui.chat_files import export_buttons, import_chat
 from ui.language import say, tr, tr_plain
-from ui.markdown import inert
+from ui.markdown import inert, inert_line
 from ui.widgets import (
     ask_to_confirm,
     backend_status,
@@ -111,17 +111,17 @@ def delete_conversation(conversation_id: int, title: str) -> None:
 confirmation(
     "confirm_conv_delete",
     tr("chat.delete_title"),
-    lambda conversation_id, title: tr("chat.delete_body", title=inert(title) or tr("chat.untitled")),
+    lambda conversation_id, title: tr("chat.delete_body", title=title or tr("chat.untitled")),
     delete_conversation,
 )
 
 # -- sidebar: the sheet, the conversations, reply settings ------------------------------------------
 with st.sidebar:
-    picture(main_sheet.data, main_sheet.row.original_name, caption=inert(character.name) or tr("common.unnamed"))
+    picture(main_sheet.data, main_sheet.row.original_name, caption=inert_line(character.name) or tr("common.unnamed"))
     st.button(tr("chat.new"), icon=":material/add_comment:", on_click=new_conversation, width="stretch")
     st.session_state.conversation_pick = conversation_id
     labels = unique_labels(
-        {c.id: inert(c.title) or f"{tr('chat.untitled')} · {local_time(c.created_at)}" for c in chats}
+        {c.id: inert_line(c.title) or f"{tr('chat.untitled')} · {local_time(c.created_at)}" for c in chats}
     )
     st.radio(
         tr("chat.conversations"),
@@ -167,8 +167,8 @@ last_reply = max((b.turn for b in story if not b.is_user), default=None)
 
 area = fresh_area("conversation", conversation_id)  # a switch clears the old conversation at once
 with area:
-    st.title(inert(character.name) or tr("common.unnamed"))
-    st.caption(inert(conversation.title) or tr("chat.untitled"))
+    st.title(inert_line(character.name) or tr("common.unnamed"))
+    st.caption(inert_line(conversation.title) or tr("chat.untitled"))
     show_error()
     if earlier:
         st.button(tr("chat.show_earlier"), icon=":material/expand_less:", on_click=show_earlier,

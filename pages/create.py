@@ -11,7 +11,7 @@ from core.sheets import UPLOAD_EXTENSIONS
 from ui import resources
 from ui.draft import apply_draft, draft_controls
 from ui.language import reply_language, say, tr
-from ui.markdown import inert
+from ui.markdown import inert_line
 from ui.profile_form import profile_inputs, shown_value
 from ui.widgets import card_upload, checked_uploads, forget_uploads, lore_list, page_setup, upload_help
 
@@ -23,7 +23,7 @@ db, actor, backend = resources.db(), resources.actor(), resources.backend()
 st.title(tr("create.title"))
 
 if created := st.session_state.get("created_character"):
-    st.success(tr("create.done", name=inert(created["name"])), icon=":material/check_circle:")
+    st.success(tr("create.done", name=created["name"]), icon=":material/check_circle:")
     go, again = st.columns(2)
     go.page_link(
         "pages/chat.py",
@@ -56,7 +56,7 @@ if card_file is not None:
             st.session_state[f"card_applied_{form}"] = card_file.file_id
             for name in BASICS + MORE:
                 st.session_state[f"{name}_{form}"] = shown_value(name, card_profile.get(name))
-        st.success(tr("create.card_loaded", name=inert(card_profile["name"])), icon=":material/badge:")
+        st.success(tr("create.card_loaded", name=card_profile["name"]), icon=":material/badge:")
         for warning in draft.warnings:
             st.warning(say(warning), icon=":material/badge:")
         card_sheet = [draft.picture] if draft.picture else []
@@ -84,7 +84,7 @@ for message in errors:
 if main_images or extra_images:
     previews = st.columns(6)
     for i, image in enumerate(main_images + extra_images):
-        caption = tr("create.main_caption") if i == 0 and main_images else inert(image.original_name)
+        caption = tr("create.main_caption") if i == 0 and main_images else inert_line(image.original_name)
         if image in card_sheet or image in card_extras:
             caption = f"{caption} · {tr('create.card_picture')}"
         previews[i % 6].image(image.thumbnail, caption=caption)

@@ -5,7 +5,7 @@ import streamlit as st
 from core import characters, conversations
 from ui import resources
 from ui.language import tr
-from ui.markdown import inert
+from ui.markdown import inert_line
 from ui.widgets import live_backend_status, local_time, page_setup, picture
 
 page_setup()
@@ -29,8 +29,8 @@ if recent:
         thumb, text, action = st.columns([1, 6, 2], vertical_alignment="center")
         if conversation.thumbnail:
             picture(conversation.thumbnail, conversation.character_name, into=thumb, width=56)
-        name = inert(conversation.character_name) or tr("common.unnamed")
-        text.markdown(f"**{name}** · {inert(conversation.title) or tr('chat.untitled')}")
+        name = inert_line(conversation.character_name) or tr("common.unnamed")
+        text.markdown(f"**{name}** · {inert_line(conversation.title) or tr('chat.untitled')}")
         text.caption(tr("common.last_activity", when=local_time(conversation.updated_at)))
         action.page_link(
             "pages/chat.py",

@@ -10,7 +10,7 @@ from ui import resources
 from ui.backup import backup_panel
 from ui.draft import apply_draft, draft_controls
 from ui.language import say, tr
-from ui.markdown import inert
+from ui.markdown import inert_line
 from ui.profile_form import profile_inputs
 from ui.team import hand_over_panel, ownership, share_switch
 from ui.widgets import (
@@ -46,7 +46,7 @@ def delete_character(character_id: int, name: str, conversations: int) -> None:
     characters.delete(db, actor, character_id)
     if st.session_state.get("editing") == character_id:
         close_editor()
-    st.toast(tr("library.deleted", name=inert(name)), icon=":material/delete:")
+    st.toast(tr("library.deleted", name=name), icon=":material/delete:")
 
 
 def act(action, *args, warm: int | None = None) -> None:
@@ -66,7 +66,7 @@ if error := st.session_state.pop("library_error", None):
 confirmation(
     "confirm_delete",
     tr("library.delete_title"),
-    lambda character_id, name, conversations: tr("library.delete_body", name=inert(name), count=conversations),
+    lambda character_id, name, conversations: tr("library.delete_body", name=name, count=conversations),
     delete_character,
 )
 
@@ -80,7 +80,7 @@ def editor(character_id: int) -> None:
         close_editor()
         st.rerun()
     st.button(tr("library.back"), icon=":material/arrow_back:", on_click=close_editor)
-    st.subheader(inert(character.name) or tr("common.unnamed"))
+    st.subheader(inert_line(character.name) or tr("common.unnamed"))
     share_switch(character, actor)
 
     suffix = f"e{character_id}"  # the inputs keep their values under `<field>_e<id>`: a draft can fill them
@@ -123,7 +123,7 @@ def editor(character_id: int) -> None:
     cols = st.columns(4)
     for i, image in enumerate(images):
         with cols[i % 4].container(border=True):
-            caption = tr("create.main_caption") if image.position == 0 else inert(image.original_name)
+            caption = tr("create.main_caption") if image.position == 0 else inert_line(image.original_name)
             picture(image.thumbnail, image.original_name, caption=caption)
             if image.position != 0:
                 st.button(tr("library.make_main"), key=f"main_{image.id}", icon=":material/star:",
@@ -184,8 +184,11 @@ for start in range(0, len(summaries), COLUMNS):  # row by row, so the cards of a
         with column.container(border=True, height="stretch"):
             if summary.thumbnail:
                 picture(square_thumbnail(summary.thumbnail), summary.name, width="stretch")
-            st.markdown(f"**{inert(summary.name) or tr('common.unnamed')}**")
-            st.caption(inert(note_line(summary.notes)) or "\u00a0")  # a line even without notes: even heights
+            mine = summary.owner_id == actor.id
+            seen = mine or summary.shared  # an admin lists others' private characters only to delete them
+            st.markdown(f"**{inert_line(summary.name) or tr('common.unnamed')}**")
+            notes = note_line(summary.notes) if seen else ""
+            st.caption(inert_line(notes) or "\u00a0")  # a line even without notes: even heights
             ownership(summary, actor)
             st.caption(
                 tr(
@@ -195,8 +198,6 @@ for start in range(0, len(summaries), COLUMNS):  # row by row, so the cards of a
                     when=local_time(summary.last_activity),
                 )
             )
-            mine = summary.owner_id == actor.id
-            seen = mine or summary.shared  # an admin lists others' private characters only to delete them
             if seen:
                 st.page_link(
                     "pages/chat.py",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, or_, type_coerce
+from sqlalchemy import and_, case, func, or_, type_coerce
 from sqlmodel import Session, col, delete, select
 
 from storage import images as images_
@@ -57,19 +57,23 @@ def create_character(
     return character
 
 
-def count_characters(session: Session, where: Any = None, query: str = "") -> int:
+def count_characters(session: Session, where: Any = None, query: str = "", notes_of: Any = None) -> int:
     """How many characters `where` admits (every one with None) that match `query`."""
-    return session.exec(matching(select(func.count(Character.id)), where, query)).one()
+    return session.exec(matching(select(func.count(Character.id)), where, query, notes_of)).one()
 
 
-def matching(stmt: Any, where: Any = None, query: str = "") -> Any:
+def matching(stmt: Any, where: Any = None, query: str = "", notes_of: Any = None) -> Any:
     """`stmt` narrowed to the characters `where` admits (the caller's access rule; None: all) and
-    to what a search of names and notes finds."""
+    to what a search finds: the name, or the notes of those `notes_of` admits (all with None). A
+    search is plain text: `%` and `_` in it are themselves, not wildcards."""
     if where is not None:
         stmt = stmt.where(where)
     if query.strip():
-        pattern = f"%{query.strip()}%"
-        stmt = stmt.where(or_(col(Character.name).ilike(pattern), col(Character.notes).ilike(pattern)))
+        pattern = "%" + query.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        notes = col(Character.notes).ilike(pattern, escape="\\")
+        if notes_of is not None:
+            notes = and_(notes, notes_of)
+        stmt = stmt.where(or_(col(Character.name).ilike(pattern, escape="\\"), notes))
     return stmt
 
 
@@ -143,14 +147,15 @@ def list_characters(
     conversations: Any = None,
     limit: int | None = None,
     offset: int = 0,
+    notes_of: Any = None,
 ) -> list[CharacterSummary]:
     """The characters `where` admits (all with None), newest activity first, filtered by a
-    case-insensitive search of name and notes; `limit`/`offset` give one page of them. Conversation
-    counts and activity are of the conversations `conversations` admits.
+    case-insensitive search of name and notes (see `matching`); `limit`/`offset` give one page of
+    them. Conversation counts and activity are of the conversations `conversations` admits.
 
     The page is chosen first, on small columns; only its rows then read their thumbnails."""
     count, latest = _activity(conversations)
-    page = matching(select(Character.id), where, query)
+    page = matching(select(Character.id), where, query, notes_of)
     page = page.order_by(latest.desc(), col(Character.id).desc()).offset(offset).limit(limit)
     ids = list(session.exec(page).all())
     if not ids:

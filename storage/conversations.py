@@ -274,17 +274,20 @@ def add_attachment(session: Session, conversation_id: int, image: ImageData) -> 
     return images_.store(session, Attachment, [image], conversation_id=conversation_id)[0]
 
 
-def get_attachments(session: Session, attachment_ids: Sequence[int]) -> list[Attachment]:
-    """Attachments in the order given (missing ones are skipped)."""
-    if not attachment_ids:
+def get_attachments(session: Session, message: Message) -> list[Attachment]:
+    """The message's attachments in its order (missing ones, and any of another conversation, skipped)."""
+    if not message.attachment_ids:
         return []
-    rows = {a.id: a for a in session.exec(select(Attachment).where(col(Attachment.id).in_(attachment_ids))).all()}
-    return [rows[i] for i in attachment_ids if i in rows]
+    stmt = select(Attachment).where(
+        col(Attachment.id).in_(message.attachment_ids), Attachment.conversation_id == message.conversation_id
+    )
+    rows = {a.id: a for a in session.exec(stmt).all()}
+    return [rows[i] for i in message.attachment_ids if i in rows]
 
 
-def attachment_pictures(session: Session, attachment_ids: Sequence[int]) -> list[images_.Picture[Attachment]]:
-    """Attachments with their full pictures, in the order given: what the model sees."""
-    return images_.with_data(session, Attachment, get_attachments(session, attachment_ids))
+def attachment_pictures(session: Session, message: Message) -> list[images_.Picture[Attachment]]:
+    """The message's attachments with their full pictures, in order: what the model sees."""
+    return images_.with_data(session, Attachment, get_attachments(session, message))
 
 
 def _require(session: Session, conversation_id: int, lock: bool = False) -> Conversation:

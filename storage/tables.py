@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol, Self
 
-from sqlalchemy import JSON, Column, ForeignKey, Integer, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Integer, LargeBinary, UniqueConstraint
 from sqlmodel import AutoString, Field, SQLModel
 
 
@@ -119,7 +119,10 @@ class User(SQLModel, table=True):
     persona_description: str = ""  # told to the characters: who they are talking with
     first_seen: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow)
-    signed_out_at: datetime | None = None  # Sign out: identities issued before it no longer count
+    # Signing out everywhere, on the identity provider's clock (ID token `iat`, seconds): the newest
+    # identity seen, and that value at the last Sign out (identities issued up to it no longer count).
+    latest_iat: int | None = Field(default=None, sa_type=BigInteger)
+    signed_out_iat: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class Character(CharacterProfile, table=True):

@@ -23,11 +23,19 @@ def signed_in(session: Session, issuer: str, subject: str, email: str, name: str
     return user
 
 
+def saw_identity(session: Session, user: User, issued_at: int) -> None:
+    """Remember the newest identity (its `iat`) the person has signed in with."""
+    if issued_at > (user.latest_iat or 0):
+        user.latest_iat = issued_at
+        session.add(user)
+        session.flush()
+
+
 def signed_out(session: Session, user_id: int) -> None:
-    """Record that the person signed out now (identities issued before this no longer count)."""
+    """Record Sign out: every identity issued up to the newest one seen no longer counts."""
     user = session.get(User, user_id)
-    if user is not None:
-        user.signed_out_at = utcnow()
+    if user is not None and user.latest_iat:
+        user.signed_out_iat = user.latest_iat
         session.add(user)
         session.flush()
 

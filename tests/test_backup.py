@@ -104,7 +104,7 @@ def contents(engine: Engine) -> dict:
             messages = [
                 {**m.model_dump(exclude={"id", "conversation_id", "attachment_ids"}),
                  "attachments": [(a.original_name, a.sha256, a.thumbnail, a.created_at, data)
-                                 for a, data in convs.attachment_pictures(s, m.attachment_ids)]}
+                                 for a, data in convs.attachment_pictures(s, m)]}
                 for m in s.exec(stmt).all()
             ]  # fmt: skip
             found["conversations"][conv.uid] = {
@@ -156,7 +156,11 @@ def test_backup_then_restore_into_an_empty_library_gives_the_same_rows_and_pictu
 
     files = members(raw)
     manifest = json.loads(files["manifest.json"])
-    assert (manifest["format"], manifest["version"], manifest["scope"]["everyone"]) == ("refsheet-chat-backup", 1, False)
+    assert (manifest["format"], manifest["version"], manifest["scope"]["everyone"]) == (
+        "refsheet-chat-backup",
+        1,
+        False,
+    )
     assert manifest["counts"] == {"characters": 2, "sheet_images": 3, "conversations": 1, "messages": 8,
                                   "attachments": 1, "users": 1, "image_files": 2}  # fmt: skip
     assert sorted(n for n in files if n.startswith("images/")) == sorted(
@@ -267,6 +271,13 @@ def _tampered(files: dict[str, bytes], how: str) -> tuple[bytes, str, str]:
     if how == "deeply nested row, checksums redone":
         deep = b"[" * 100_000 + b"]" * 100_000
         return resigned({**files, "conversations.jsonl": deep}), "bad_rows", "conversations.jsonl"
+    if how == "settings not numbers, checksums redone":
+        changed = files["conversations.jsonl"].replace(b'"temperature":0.4', b'"temperature":"hot"')
+        return resigned({**files, "conversations.jsonl": changed}), "bad_rows", "conversations.jsonl"
+    if how == "figures not plain, checksums redone":
+        changed = files["conversations.jsonl"].replace(b'"tokens":4', b'"tokens":["![x](//evil.test)"]')
+        assert changed != files["conversations.jsonl"]
+        return resigned({**files, "conversations.jsonl": changed}), "bad_rows", "conversations.jsonl"
     if how == "NaN in a row, checksums redone":
         changed = files["conversations.jsonl"].replace(b'"temperature":0.4', b'"temperature":NaN')
         assert changed != files["conversations.jsonl"]
@@ -291,7 +302,8 @@ def _with_row_checksum(raw: bytes, image: str) -> tuple[bytes, str, str]:
     ["changed row", "changed picture", "missing picture", "extra member", "newer format", "no manifest",
      "bad row, checksums redone", "another picture, checksums redone", "not a picture, checksums redone",
      "truncated picture, checksums redone", "truncated thumbnail, checksums redone",
-     "deeply nested row, checksums redone", "NaN in a row, checksums redone"],
+     "deeply nested row, checksums redone", "NaN in a row, checksums redone", "settings not numbers, checksums redone",
+     "figures not plain, checksums redone"],
 )  # fmt: skip
 def test_a_damaged_or_changed_backup_is_refused_naming_the_member_and_nothing_is_stored(
     engine, other, art, how: str
@@ -308,6 +320,24 @@ def test_a_damaged_or_changed_backup_is_refused_naming_the_member_and_nothing_is
         assert "backup.zip" in message and member in message
     assert "Nothing was restored" in refused.value.message("en")
     assert snapshot(other) == before
+
+
+def test_a_restored_row_is_never_in_the_future_nor_being_written(engine, other, art) -> None:
+    """A backup's times are capped at now (a row dated 2999 would sort first in everyone's lists for
+    ever) and a reply that was being written when it was made is unfinished, not being written."""
+    ids = make_library(engine, LOCAL_USER, art)
+    with session_scope(engine) as s:
+        writing = convs.append_message(s, ids["chat"], "assistant", "half a", status=MessageStatus.WRITING)
+    files = members(backup.backup(engine, LOCAL_USER))
+    future = {name: files[name].replace(b'"updated_at":"20', b'"updated_at":"29') for name in
+              ("characters.jsonl", "conversations.jsonl")}  # fmt: skip
+    backup.restore(other, LOCAL_USER, resigned({**files, **future}), "future.zip")
+    with Session(other) as s:
+        for row in (*s.exec(select(Character)).all(), *s.exec(select(Conversation)).all()):
+            assert row.updated_at.year < 2900
+        (chat,) = s.exec(select(Conversation)).all()
+        last = convs.list_messages(s, chat.id)[-1]
+        assert (last.text, last.status) == (writing.text, "partial")
 
 
 def test_a_zip_with_two_members_of_one_name_is_refused_as_such(engine, other, art) -> None:
@@ -425,6 +455,16 @@ def test_the_operators_whole_server_backup_restores_everyone_to_their_owners(
     monkeypatch.setenv("DATABASE_URL", db_url)
     assert server_backup.main(["backup", str(file)]) == 0
     assert "Wrote" in (said := capsys.readouterr().out) and "3 conversations" in said
+    assert file.stat().st_mode & 0o777 == 0o600  # everyone's conversations: the operator's eyes only
+    good = file.read_bytes()
+    monkeypatch.setattr(backup, "_conversation_entry", lambda *a: 1 / 0)  # a run that fails half-way…
+    with pytest.raises(ZeroDivisionError):
+        server_backup.main(["backup", str(file)])
+    monkeypatch.undo()
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    assert file.read_bytes() == good and not list(tmp_path.glob(".*.tmp"))  # …leaves the last backup whole
+    assert server_backup.main(["restore", str(tmp_path / "missing.zip")]) == 1
+    assert "No such file" in capsys.readouterr().err
     everything = rows(file.read_bytes())
     for secret in (b"Bob secret", b"Bob's private words", b"Alice secret", b"Where am I?", b"Alice shared"):
         assert secret in everything

@@ -481,6 +481,68 @@ def test_nothing_a_user_or_card_writes_runs_in_the_browser(server, shared: Path)
     assert dialogs == []
 
 
+def test_no_stored_text_makes_the_browser_reach_out(server, shared: Path) -> None:
+    """Markdown images, links, HTML and autolinks in every field (name, notes, language, tags, card
+    fields, lore, an image's file name, the persona, a title, messages, a failed reply's reason): on
+    Home, the Library and its editor, and Chat, the browser requests nothing beyond loopback and the
+    page holds no image or link to the payload's host."""
+    from dataclasses import replace
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from core import characters, conversations, turns
+    from core.sheets import prepare_image
+    from core.users import LOCAL_USER, save_persona
+    from storage.db import make_engine, migrate
+    from tests.test_hostile_strings import LINE, TEXT
+
+    srv, net_log = server
+    url = f"http://127.0.0.1:{srv.port}"
+    engine = make_engine(f"sqlite:///{Path(srv.env['REFSHEET_DATA_DIR']) / 'refsheet.db'}")
+    migrate(engine)
+    art = prepare_image((shared / "images" / "seraphina_neutral.png").read_bytes(), "sheet.png")
+    save_persona(engine, LOCAL_USER, LINE[:100], TEXT)
+    profile = {"name": f"Mira {LINE}", "notes": TEXT, "language": LINE, "tags": [LINE], "creator": LINE,
+               "description": TEXT, "first_mes": TEXT, "alternate_greetings": [TEXT], "scenario": TEXT,
+               "character_book": {"entries": [{"keys": [LINE], "content": TEXT, "enabled": True}]}}  # fmt: skip
+    character = characters.create(engine, LOCAL_USER, profile, [art, replace(art, original_name=LINE)]).id
+    chat = conversations.start(engine, LOCAL_USER, character, LINE).id
+    turns.send(engine, LOCAL_USER, chat, TEXT)
+    engine.dispose()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        outside: list[str] = []
+
+        def guard(route) -> None:
+            if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", guard)
+        for path in ("", "/library", f"/chat?character={character}&conversation={chat}"):
+            page.goto(url + path)
+            expect(page.get_by_text("Mira", exact=False).first).to_be_visible(timeout=60_000)
+            _wait_idle(page)
+            if path == "/library":  # the editor: every field, the images with their names, the book
+                page.get_by_role("button", name="Edit").first.click()
+                _wait_idle(page)
+                page.get_by_text("Character book").first.click()
+                _wait_idle(page)
+            page.get_by_text("P !", exact=False).first.wait_for(timeout=30_000)  # the payload is on the page…
+            live = page.locator(
+                'img[src*="evil"], a[href*="evil"]:not([href^="#"]), img[src^="//"], a[href^="mailto:"]'
+            )
+            assert live.count() == 0, (path, [live.nth(i).evaluate("e => e.outerHTML") for i in range(live.count())])
+        _shot(page, "hostile-markdown")
+        browser.close()
+    assert outside == []  # …and nothing on it reached for the payload's hosts
+    leaks = [json.loads(line) for line in net_log.read_text().splitlines()] if net_log.exists() else []
+    assert leaks == []
+
+
 def test_secrets_stay_secret(tmp_path: Path, tiny_checkpoint: Path, shared: Path) -> None:
     """A planted HF_TOKEN and API key appear nowhere a person or another program could read them: not
     in any page, not in the server's log, not in any file it hands out: cards (PNG, CHARX), chats

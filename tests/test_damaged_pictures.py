@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slow
 def damage(db, character_id: int) -> None:
     """Cut every stored picture of the character (thumbnails included) in half, as a bad disk would."""
     with db.begin() as conn:
-        ids = [r[0] for r in conn.execute(text("SELECT id FROM sheetimage WHERE character_id = :c"), {"c": character_id})]
+        ids = [
+            r[0] for r in conn.execute(text("SELECT id FROM sheetimage WHERE character_id = :c"), {"c": character_id})
+        ]
         for image_id in ids:
             for table, column, key in (("sheetimage", "thumbnail", "id"), ("sheetimagebytes", "data", "image_id")):
                 (blob,) = conn.execute(text(f"SELECT {column} FROM {table} WHERE {key} = :i"), {"i": image_id}).one()
@@ -63,7 +65,7 @@ def test_a_reply_names_the_damaged_picture(engine, backend) -> None:
     turns.send(engine, LOCAL_USER, chat.id, "Hello")
     damage(engine, character.id)
     backend.prepare()
-    with pytest.raises(Exception) as failed:  # noqa: PT011 - whatever the engine relays, it names the picture
+    with pytest.raises(Exception) as failed:  # whatever the engine relays, it names the picture
         list(turns.reply(engine, LOCAL_USER, backend, chat.id))
     assert "red.png" in str(failed.value) and "damaged" in str(failed.value)
     (_, reply) = turns.story(engine, LOCAL_USER, chat.id)

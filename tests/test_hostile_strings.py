@@ -98,10 +98,16 @@ def test_no_page_turns_a_stored_payload_into_an_image_a_link_or_html(app_env, ap
     character = characters.create(app_db, LOCAL_USER, profile, [main, extra])
     chat = conversations.start(app_db, LOCAL_USER, character.id, LINE)
     turns.send(app_db, LOCAL_USER, chat.id, TEXT, [sheet_image("green")])
-    with session_scope(app_db) as s:  # a reply that failed, its reason naming the payload
-        failed = convs.append_message(s, chat.id, "assistant", TEXT, status=MessageStatus.PARTIAL)
-        error = json.dumps({"key": "chat.error.other", "params": {"reason": TEXT}})
-        convs.update_message(s, failed.id, status=MessageStatus.PARTIAL, error=error)
+    with session_scope(app_db) as s:  # replies that failed, their stored reasons and figures hostile
+        for error, stats in (
+            ({"key": "chat.error.other", "params": {"reason": TEXT}}, {}),
+            ({"key": LINE}, {}),  # a key that names no string (a restored row)
+            ({"key": "chat.error.other"}, {"prompt_tokens": "many", "queued_s": "soon"}),  # no reason; odd figures
+            ({"key": "chat.error.other", "params": {"reason": [LINE]}},  # the reply whose caption shows
+             {"dropped_turns": [LINE], "new_tokens": 5, "queued_s": "soon", "prompt_tokens": "many"}),
+        ):  # fmt: skip
+            failed = convs.append_message(s, chat.id, "assistant", TEXT, status=MessageStatus.PARTIAL)
+            convs.update_message(s, failed.id, status=MessageStatus.PARTIAL, error=json.dumps(error), stats=stats)
     turns.send(app_db, LOCAL_USER, chat.id, TEXT)
 
     seen = 0
@@ -115,6 +121,7 @@ def test_no_page_turns_a_stored_payload_into_an_image_a_link_or_html(app_env, ap
     seen += assert_inert(at, "Chat")
     at = new_app("pages/chat.py", character=character.id, conversation=chat.id)
     seen += assert_inert(at, "Chat deep link")
+    assert any("0 prompt tokens" in c.value for c in at.caption)  # the odd figures read as 0, the page stands
     assert seen > 20  # the payload was on those pages, made harmless: not absent
 
     at = new_app("pages/create.py")

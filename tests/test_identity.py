@@ -93,16 +93,48 @@ def test_no_claim_but_true_ever_makes_an_admin_or_lets_in(claim: object, email: 
             policy.check(identity)
 
 
-def test_signing_out_ends_every_identity_issued_before_it(engine) -> None:
-    earlier = time.time() - 60
-    identity = Identity("https://id.example", "ann", "ann@example.test", "Ann", True, earlier)
-    ann = users.sign_in(engine, identity, Policy())
-    assert users.current(engine, ann, earlier).id == ann.id
+@pytest.mark.parametrize(
+    "provider_clock", [-180, -3, 0, 120], ids=["3 min behind", "3 s behind", "same", "2 min ahead"]
+)
+def test_signing_out_ends_every_identity_issued_before_it(engine, provider_clock: int) -> None:
+    """Only the provider's clock is compared (the ID token's `iat`), so a provider whose clock differs
+    from the app's neither keeps an old cookie alive nor locks a fresh sign-in out."""
+    now = int(time.time()) + provider_clock
+
+    def identity(iat: float) -> Identity:
+        return Identity("https://id.example", "ann", "ann@example.test", "Ann", True, iat)
+
+    ann = users.sign_in(engine, identity(now - 60), Policy())  # a browser from a minute ago
+    users.sign_in(engine, identity(now), Policy())  # and another, just now
+    assert users.current(engine, ann, now - 60).id == ann.id
     users.sign_out_everywhere(engine, ann)
-    with pytest.raises(SignedOut):  # an open session ends at its next run
-        users.current(engine, ann, earlier)
-    with pytest.raises(SignedOut):  # and a copied cookie does not sign in again
-        users.sign_in(engine, identity, Policy())
-    later = time.time() + 1
-    again = users.sign_in(engine, Identity("https://id.example", "ann", "ann@example.test", "Ann", True, later), Policy())
-    assert again.id == ann.id and users.current(engine, again, later).id == ann.id
+    for old in (now - 60, now):
+        with pytest.raises(SignedOut):  # an open session ends at its next run
+            users.current(engine, ann, old)
+        with pytest.raises(SignedOut):  # and a copied cookie does not sign in again
+            users.sign_in(engine, identity(old), Policy())
+    again = users.sign_in(engine, identity(now + 1), Policy())  # the provider's next sign-in
+    assert again.id == ann.id and users.current(engine, again, now + 1).id == ann.id
+
+
+def test_a_provider_without_iat_is_not_locked_out_by_a_sign_out(engine) -> None:
+    ghost = users.sign_in(engine, Identity("https://id.example", "g", "g@example.test", "G", True), Policy())
+    users.sign_out_everywhere(engine, ghost)
+    assert (
+        users.sign_in(engine, Identity("https://id.example", "g", "g@example.test", "G", True), Policy()).id == ghost.id
+    )
+
+
+def test_an_unverified_address_is_not_recorded_as_theirs(engine) -> None:
+    """Without an allow-list anyone the provider signs in may enter, but a claimed address that is not
+    verified is not shown beside their name (an admin could hand the library to an impostor)."""
+    claimed = users.sign_in(engine, Identity("https://id.example", "x", "carol@example.test", "Carol?", None), Policy())
+    assert claimed.email == "" and not claimed.is_admin
+    assert [(p.name, p.email) for p in users.people(engine, users.LOCAL_USER)] == [("Carol?", "")]
+
+
+def test_a_name_from_the_provider_is_kept_to_one_line(engine) -> None:
+    named = users.sign_in(
+        engine, Identity("https://id.example", "n", "", "Bob\n\n# Notice from your admins", True), Policy()
+    )
+    assert named.display_name == "Bob # Notice from your admins"

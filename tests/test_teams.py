@@ -194,6 +194,23 @@ def backup_members(raw: bytes) -> dict[str, bytes]:
         return {name: archive.read(name) for name in archive.namelist()}
 
 
+def test_every_service_function_is_in_the_cross_user_test() -> None:
+    """A new service function that takes an actor must get a case above, or be a list: then `_shown`
+    must show what it lists, or the un-share test fails (it checks `_shown` covers every list)."""
+    own = {"characters.create", "users.sign_in", "users.current", "users.save_persona", "users.sign_out_everywhere",
+           "backup.restore", "backup.write_backup"}  # the actor's own rows  # fmt: skip
+    listed = set(cross_user_calls(1, 1, 1)) | LISTS | own
+    found = {
+        f"{module.__name__.rsplit('.', 1)[-1]}.{name}"
+        for module in (characters, conversations, turns, users, backup)
+        for name, function in inspect.getmembers(module, inspect.isfunction)
+        if function.__module__ == module.__name__
+        and not name.startswith("_")  # helpers are reached through the public functions listed above
+        and list(inspect.signature(function).parameters)[:2] == ["db", "actor"]
+    }
+    assert found - listed == set()
+
+
 def test_a_shared_character_is_seen_chatted_with_and_copied_but_not_changed(engine, team) -> None:
     alice, bob, _carol, secret, alices_chat = team
     characters.share(engine, alice, secret, True)
@@ -302,10 +319,31 @@ def test_migration_0005_keeps_every_row_and_id(db_url: str) -> None:
         migrate(engine)
         after = snapshot(engine)
         assert after["character"] == before["character"]  # every row, with its id
-        assert [row[-1] for row in after["app_user"]] == [None]  # signed_out_at, for the local user
+        assert [row[-2:] for row in after["app_user"]] == [(None, None)]  # latest_iat, signed_out_iat
         from core.users import LOCAL_USER
 
         characters.delete(engine, LOCAL_USER, 4)
         assert characters.create(engine, LOCAL_USER, {"name": "After"}, [_image()]).id == 5  # not 4, not 2
     finally:
         engine.dispose()
+
+
+def test_an_admins_search_reads_no_private_notes(engine, team) -> None:
+    """An admin lists every character to delete what must go; searching must not become a way to read
+    someone's private notes a letter at a time. Search is plain text: `%` and `_` are themselves."""
+    alice, _bob, carol, secret, _chat = team
+    characters.update(engine, alice, secret, {"notes": "second line: password hunter2"})
+    assert characters.count(engine, alice, "hunter2") == 1  # her own notes: found
+    assert characters.count(engine, carol, "hunter2") == 0  # not through an admin's search…
+    assert characters.count(engine, carol, "Secret") == 1  # …which finds names
+    assert characters.summaries(engine, carol, "%") == [] and characters.count(engine, carol, "_") == 0
+
+
+def test_one_line_fields_stay_on_one_line(engine) -> None:
+    alice = person(engine, "alice")
+    made = characters.create(engine, alice, {"name": "Bob\n\n---\n# Notice", "tags": ["a\nb"], "creator": "x\r\ny"},
+                             [_image()])  # fmt: skip
+    assert (made.name, made.tags, made.creator) == ("Bob --- # Notice", ["a b"], "x y")
+    chat = conversations.start(engine, alice, made.id)
+    conversations.rename(engine, alice, chat.id, "Title\n# Heading")
+    assert conversations.get(engine, alice, chat.id).title == "Title # Heading"

@@ -64,17 +64,21 @@ client_kwargs = {{ prompt = "login" }}
 """)
     env, net_log = server_env(tmp_path, tiny_checkpoint)
     env["REFSHEET_ALLOWED_DOMAINS"] = "example.test"
+    env["REFSHEET_ADMINS"] = "carol@example.test"
     srv = Server(env, port, tmp_path / "server.log", ("--secrets.files", str(secrets)))
     srv.start()
     yield srv, net_log
     srv.kill()
 
 
-def sign_in(browser, url: str, account: str):
-    """A fresh browser profile signing in through the provider's own screens; returns the page."""
+def sign_in(browser, url: str, account: str, guard: list[str] | None = None):
+    """A fresh browser profile signing in through the provider's own screens; returns the page.
+    `guard`: record (and refuse) every request this page makes beyond loopback into that list."""
     from playwright.sync_api import expect
 
     page = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US").new_page()
+    if guard is not None:
+        page.route("**/*", lambda route: _loopback_only(route, guard))
     page.goto(url)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/interaction/**", timeout=30_000)
@@ -87,6 +91,23 @@ def sign_in(browser, url: str, account: str):
     expect(page.get_by_role("heading", name="RefSheet Chat")).to_be_visible(timeout=60_000)
     _wait_idle(page)
     return page
+
+
+def _loopback_only(route, outside: list[str]) -> None:
+    """Refuse requests beyond loopback; record those the app's pages made (the identity provider's own
+    login screens load web fonts, which is the provider's business, not the app's)."""
+    from urllib.parse import urlsplit
+
+    if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
+        route.continue_()
+        return
+    try:
+        made_by = route.request.frame.url
+    except Exception:  # noqa: BLE001 - a request without a frame (a worker): count it
+        made_by = ""
+    if "/interaction/" not in made_by and "/session/end" not in made_by:
+        outside.append(route.request.url)
+    route.abort()
 
 
 def test_private_stays_private_and_shared_is_read_only(team_server, shared: Path) -> None:
@@ -187,3 +208,123 @@ def test_private_stays_private_and_shared_is_read_only(team_server, shared: Path
 
     leaks = [json.loads(line) for line in net_log.read_text().splitlines()] if net_log.exists() else []
     assert leaks == [], f"the server reached beyond loopback: {leaks}"
+
+
+def test_team_mode_keeps_its_promises(team_server, shared: Path) -> None:
+    """Issue 19 through the real provider: un-sharing hides the character from Home's Recent; an
+    admin's backup holds no one else's words and her deep link to a private character finds nothing;
+    a provider name that is a Markdown payload reaches no one's browser as an image or a link (and
+    the hand-over toast names it harmlessly); an address without `email_verified` is not let in; a
+    cookie copied before Sign out no longer signs anyone in."""
+    import io
+    import zipfile
+
+    from playwright.sync_api import expect, sync_playwright
+    from sqlmodel import Session, select
+
+    from core import characters, conversations, turns
+    from core.sheets import prepare_image
+    from core.users import LOCAL_USER, Actor
+    from storage.db import make_engine
+    from storage.tables import User
+
+    srv, net_log = team_server
+    url = f"http://127.0.0.1:{srv.port}"
+    art = prepare_image((shared / "images" / "seraphina_neutral.png").read_bytes())
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        sign_in(browser, url, "alice", outside)  # recorded as a person, so her rows have an owner
+        bob_page = sign_in(browser, url, "bob", outside)
+        db = make_engine(f"sqlite:///{Path(srv.env['REFSHEET_DATA_DIR']) / 'refsheet.db'}")
+        with Session(db) as s:
+            ids = {u.subject: u.id for u in s.exec(select(User)).all()}
+        alice, bob = Actor(ids["alice"], "Alice"), Actor(ids["bob"], "Bob")
+        characters.create(db, LOCAL_USER, {"name": "Before sign-in"}, [art])  # for the admin's hand-over
+        secret = characters.create(db, alice, {"name": "Secret Sable", "first_mes": "Hello."}, [art]).id
+        turns.send(db, alice, conversations.start(db, alice, secret).id, "Only for Alice's eyes")
+        lantern = characters.create(db, alice, {"name": "Lantern Keeper", "first_mes": "Welcome."}, [art]).id
+        characters.share(db, alice, lantern, True)
+        turns.send(db, bob, conversations.start(db, bob, lantern).id, "Bob's words to the lantern")
+
+        bob_page.goto(url)
+        expect(bob_page.get_by_text("Lantern Keeper")).to_be_visible(timeout=60_000)  # Recent, while shared
+        characters.share(db, alice, lantern, False)
+        bob_page.reload()
+        expect(bob_page.get_by_role("heading", name="RefSheet Chat")).to_be_visible(timeout=60_000)
+        _wait_idle(bob_page)
+        assert "Lantern Keeper" not in bob_page.inner_text("body")  # not in Recent, not anywhere
+
+        # The admin: lists Alice's private character (to delete it) but opens nothing of hers.
+        carol_page = sign_in(browser, url, "carol", outside)
+        expect(carol_page.get_by_text("Signed in as Carol Admin · admin")).to_be_visible()
+        carol_page.goto(f"{url}/library")
+        expect(carol_page.get_by_text("Secret Sable")).to_be_visible(timeout=60_000)
+        _wait_idle(carol_page)
+        carol_page.get_by_text("Backup and restore").click()
+        _wait_idle(carol_page)
+        with carol_page.expect_download(timeout=120_000) as started:
+            carol_page.get_by_role("button", name="Download a backup").click()
+        with zipfile.ZipFile(io.BytesIO(Path(started.value.path()).read_bytes())) as archive:
+            backup_text = b"".join(archive.read(n) for n in archive.namelist() if n.endswith((".json", ".jsonl")))
+        for words in (b"Only for Alice", b"Bob's words", b"Secret Sable", b"Lantern Keeper"):
+            assert words not in backup_text
+        carol_page.goto(f"{url}/chat?character={secret}")
+        expect(carol_page.get_by_role("heading", name="Chat")).to_be_visible(timeout=60_000)
+        _wait_idle(carol_page)
+        body = carol_page.inner_text("body")
+        assert "Secret Sable" not in body and "Hello." not in body and "Only for Alice" not in body
+
+        # A provider name that is a Markdown payload: shown, never fetched or linked, in the sidebar
+        # and in the admin's hand-over toast.
+        mallory_page = sign_in(browser, url, "mallory", outside)
+        expect(mallory_page.get_by_text("Signed in as Mallory", exact=False)).to_be_visible()
+        carol_page.goto(f"{url}/library")
+        expect(carol_page.get_by_text("Made before sign-in", exact=False)).to_be_visible(timeout=60_000)
+        carol_page.get_by_text("Made before sign-in", exact=False).click()
+        _wait_idle(carol_page)
+        carol_page.locator('[data-testid="stSelectbox"]').last.click()
+        carol_page.get_by_role("option", name="Mallory", exact=False).click()
+        _wait_idle(carol_page)
+        carol_page.get_by_role("button", name="Hand over").click()
+        expect(carol_page.get_by_text("now belong to Mallory", exact=False)).to_be_visible(timeout=30_000)
+        _shot(carol_page, "team-hand-over-to-a-payload-name")
+        for page in (mallory_page, carol_page):
+            live = page.locator('img[src*="evil"], a[href*="evil"]:not([href^="#"])')
+            assert live.count() == 0
+
+        # No verified address, no entry (Entra-style: the claim is simply missing).
+        ghost_page = sign_in_refused(browser, url, "ghost")
+        expect(ghost_page.get_by_text("has no verified email address", exact=False)).to_be_visible(timeout=60_000)
+
+        # Sign out ends every copy of the sign-in: a cookie saved before it shows the sign-in page.
+        copied = bob_page.context.cookies()
+        bob_page.get_by_role("button", name="Sign out").click()
+        bob_page.wait_for_url("**/session/end**", timeout=30_000)
+        bob_page.locator("button[autofocus], [type=submit]").first.click()
+        expect(bob_page.get_by_role("button", name="Sign in")).to_be_visible(timeout=30_000)
+        replay = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+        replay.add_cookies(copied)
+        replayed = replay.new_page()
+        replayed.goto(url)
+        expect(replayed.get_by_role("button", name="Sign in")).to_be_visible(timeout=60_000)
+        assert "Signed in as Bob" not in replayed.inner_text("body")
+        browser.close()
+    db.dispose()
+    assert outside == []
+    leaks = [json.loads(line) for line in net_log.read_text().splitlines()] if net_log.exists() else []
+    assert leaks == []
+
+
+def sign_in_refused(browser, url: str, account: str):
+    """Through the provider's screens for someone the app will not let in; returns the page."""
+    page = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US").new_page()
+    page.goto(url)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/interaction/**", timeout=30_000)
+    page.locator('input[name="login"]').fill(account)
+    page.locator('input[name="password"]').fill("x")
+    page.locator("[type=submit]").first.click()
+    page.wait_for_url("**/interaction/**", timeout=30_000)
+    page.locator("[type=submit]").first.click()
+    return page

@@ -139,21 +139,27 @@ def _edit_form(b: Bubble, conversation_id: int) -> None:
         cancel.form_submit_button(tr("common.cancel"), on_click=st.session_state.pop, args=("editing_turn", None))
 
 
-def stats_caption(s: dict) -> None:
-    """How the reply went: the wait for the model, first token and speed, and what the cache saved."""
+def stats_caption(stats: dict) -> None:
+    """How the reply went: the wait for the model, first token and speed, and what the cache saved.
+    Only numbers are read (a row may come from a restored backup)."""
+
+    def number(key: str) -> float:
+        value = stats.get(key, 0)
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
     parts = []
-    if s.get("queued_s", 0) >= 1:
-        parts.append(tr("chat.stats.waited", seconds=f"{s['queued_s']:.0f}"))
-    if s.get("stopped"):
-        parts.append(tr("chat.stats.stopped", count=s["new_tokens"]))
-    if s.get("new_tokens", 0) >= 2 and s.get("tokens_per_s"):  # measured (not a reply cut off mid-way)
-        parts.append(tr("chat.stats.speed", ttft=f"{s['ttft_s']:.2f}", tps=f"{s['tokens_per_s']:.1f}"))
-    cached = s["prompt_tokens"] - s["prefilled_tokens"]
-    parts.append(tr("chat.stats.prompt", prompt=s["prompt_tokens"], cached=cached))
+    if number("queued_s") >= 1:
+        parts.append(tr("chat.stats.waited", seconds=f"{number('queued_s'):.0f}"))
+    if stats.get("stopped") is True:
+        parts.append(tr("chat.stats.stopped", count=int(number("new_tokens"))))
+    if number("new_tokens") >= 2 and number("tokens_per_s"):  # measured (not a reply cut off mid-way)
+        parts.append(tr("chat.stats.speed", ttft=f"{number('ttft_s'):.2f}", tps=f"{number('tokens_per_s'):.1f}"))
+    prompt = int(number("prompt_tokens"))
+    parts.append(tr("chat.stats.prompt", prompt=prompt, cached=prompt - int(number("prefilled_tokens"))))
     line = " · ".join(parts)
     st.caption(line[:1].upper() + line[1:])
-    if s.get("dropped_turns"):
-        st.caption(tr("chat.trimmed", count=s["dropped_turns"]))
+    if dropped := int(number("dropped_turns")):
+        st.caption(tr("chat.trimmed", count=dropped))
 
 
 # -- reply settings -----------------------------------------------------------------------------------

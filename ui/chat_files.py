@@ -15,7 +15,6 @@ from core.errors import UserError
 from storage.tables import Character, Conversation
 from ui import resources
 from ui.language import lang, say, tr
-from ui.markdown import inert
 
 
 def export_buttons(character: Character, conversation: Conversation) -> None:
@@ -64,9 +63,9 @@ def import_chat(character_id: int) -> int | None:
         )
     except UserError as problem:  # nothing was stored
         refused[upload.file_id] = problem
-        st.error(inert(say(problem)), icon=":material/error:")
+        st.error(say(problem), icon=":material/error:")
         return None
-    notice = tr("chatfile.imported", title=inert(imported.conversation.title), count=imported.messages)
+    notice = tr("chatfile.imported", title=imported.conversation.title, count=imported.messages)
     if imported.skipped_system:
         notice += " " + tr("chatfile.skipped_system", count=imported.skipped_system)
     st.session_state.chat_import_notice = notice

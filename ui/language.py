@@ -8,9 +8,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import UserError
-from core.i18n import UI_LANGUAGES, Text, t, ui_language_for
+from core.i18n import UI_LANGUAGES, Text, known, t, ui_language_for
 from core.prompts import DEFAULT_LANGUAGE, reply_language_for
-from ui.markdown import Safe, inert
+from ui.markdown import Safe, inert_line
 
 CHOICE = "ui_lang_choice"
 
@@ -22,8 +22,11 @@ def lang() -> str:
 
 
 def tr(key: str, **params: object) -> Safe:
-    """The string `key` in this viewer's language, each text parameter made inert (a name, a file, a
-    provider's claim), never the template: what it returns is safe to show as Markdown."""
+    """The string `key` in this viewer's language, each parameter made inert (a name, a file, a
+    provider's claim) and kept to one line, never the template: what it returns is safe to show as
+    Markdown. A key that names no string (a stored row from elsewhere) is shown as inert text."""
+    if not known(key):
+        return inert_line(key)
     return Safe(t(key, lang(), **{name: _inert(value) for name, value in params.items()}))
 
 
@@ -42,7 +45,9 @@ def say(text: Text | UserError) -> Safe:
 def _inert(value: object) -> object:
     if isinstance(value, Text | UserError):
         return say(value)
-    return inert(value) if isinstance(value, str) else value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return inert_line(value if isinstance(value, str) else str(value))
 
 
 def reply_language() -> str:

@@ -6,15 +6,23 @@ Markdown makes every browser that shows it fetch the address at once (`![x](http
 slashes; `![x](//host/p)`; the reference form `![x][1]` with `[1]: https:host` anywhere in the text),
 so a stranger's card or reply could report who looks at it. A link is one click from a lookalike site.
 
-`inert` is the one function every outside string goes through before it reaches the page. It
-backslash-escapes, character by character, whatever can start a link, an image, HTML or an autolink:
-`\\` (so an escape cannot be undone), `[` `]` (inline and reference links and images, definitions,
-footnotes), `<` (HTML, `<https://…>` autolinks), `:` (bare `https:`/`mailto:` autolinks) and `@` (bare
-email addresses), and the `.` of `www.`. The text reads the same: an escaped character shows as itself.
-Role-play text is Markdown-ish by convention, so `*waves*` stays an action (italic), while `~` (a
-playful tilde, not strikethrough) and `$` (money, not TeX) are escaped to stay literal.
+`inert` is the one function every outside string goes through before it reaches the page:
+- it backslash-escapes whatever can start an image, a link or HTML: `\\` (so an escape cannot be
+  undone), `[` and `]` (inline and reference links and images, their definitions, footnotes), `<`
+  (HTML, `<https://…>` autolinks) and `&` (a character reference such as `&#58;` would become a `:`
+  before links are looked for);
+- it puts an invisible word joiner (U+2060) inside what GitHub-flavoured Markdown would turn into a
+  link by itself: between `https:` and `//`, between `www` and `.`, and after `@`. Streamlit's renderer
+  finds those in the text *after* escapes are resolved (remark-gfm's autolink literals), so no escape
+  can stop them; the joiner shows as nothing, and the address is shown, not linked.
+The text reads the same. Role-play text is Markdown-ish by convention, so `*waves*` stays an action
+(italic), while `~` (a playful tilde, not strikethrough) and `$` (money, not TeX) are escaped to stay
+literal.
 
-Translated messages (`ui.language.tr`, `say`) pass each parameter through `inert` and never the
+A one-line field (a name, a title, a parameter in a sentence) goes through `inert_line`: its line
+breaks become spaces and a leading `#`, `>`, `-`, `+`, `*`, `=`, `|` or `1.` is escaped, so a
+shared character's name cannot draw a heading, a rule or a quote (a fake notice) on someone's page.
+Translated messages (`ui.language.tr`, `say`) pass each parameter through `inert_line` and never the
 template, so an error naming a file or a member is as safe as a message. What has been made safe is
 a `Safe` string, which is not escaped twice.
 """
@@ -24,8 +32,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-_ACTIVE = re.compile(r"[\\\[\]<:@~$]|(?i:(?<=www)\.)")
-_CONTEXT = 3  # characters of lookbehind the pattern uses ("www" before a ".")
+_ESCAPED = re.compile(r"[\\\[\]<&~$]")
+_AUTOLINK = re.compile(r"(?i:(?<=https:)|(?<=http:))(?=//)|(?i:(?<=www))(?=\.)|(?<=@)")
+JOINER = "\u2060"  # WORD JOINER: zero width, no line break, nothing a reader sees
+_CONTEXT = 6  # characters of lookbehind the patterns use ("https:" before "//")
 
 
 class Safe(str):
@@ -38,12 +48,29 @@ def inert(text: str) -> Safe:
     """`text` shown as written, with nothing in it that the browser could fetch or follow."""
     if isinstance(text, Safe):
         return text
-    return Safe(_ACTIVE.sub(r"\\\g<0>", text))
+    return Safe(_AUTOLINK.sub(JOINER, _ESCAPED.sub(r"\\\g<0>", text)))
+
+
+_BREAKS = re.compile(r"\s*[\r\n\v\f\x85\u2028\u2029]\s*")
+_BLOCK_START = re.compile(r"^\s*(?:[#>+*=|-]|\d+[.)])")
+
+
+def inert_line(text: str) -> Safe:
+    """`inert` for text shown on one line: line breaks become spaces, and a mark that would start a
+    heading, a quote, a list, a rule or a table at the start is escaped."""
+    if isinstance(text, Safe):
+        return text
+    line = inert(_BREAKS.sub(" ", text))
+    if start := _BLOCK_START.match(line):
+        at = start.end() - 1
+        line = Safe(f"{line[:at]}\\{line[at:]}")
+    return line
 
 
 def inert_stream(chunks: Iterable[str]) -> Iterator[str]:
     """`inert` for streamed text: each chunk escaped with the few characters before it as context,
-    so the output is exactly `inert` of the whole."""
+    so the output is exactly `inert` of the whole (a joiner that belongs between two chunks is
+    written at the start of the second)."""
     before = ""
     for chunk in chunks:
         if not chunk:

@@ -8,12 +8,11 @@ from sqlalchemy.engine import Engine
 from core.errors import UserError
 from core.users import MAX_PERSONA_DESCRIPTION, MAX_PERSONA_NAME, Actor, save_persona
 from ui.language import say, tr
-from ui.markdown import inert
 
 
 def persona_panel(db: Engine, actor: Actor) -> None:
     """A popover with the persona form; saving changes who every character talks to from the next reply."""
-    label = tr("persona.button", name=inert(actor.user_name) if actor.user_name != "you" else tr("persona.nobody"))
+    label = tr("persona.button", name=actor.user_name if actor.user_name != "you" else tr("persona.nobody"))
     with st.sidebar.popover(label, icon=":material/face:", width="stretch"), st.form("persona", border=False):
         st.caption(tr("persona.why"))
         name = st.text_input(tr("persona.name"), value=actor.persona.name, max_chars=MAX_PERSONA_NAME,

@@ -14,12 +14,11 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from core.backend import Backend, BackendError, make_backend
-from core.i18n import t
 from core.settings import Settings, load_settings
 from core.sheets import ImageLimits
 from core.users import Actor
 from storage.db import DatabaseProblem, check_database, known_revisions, make_engine, migrate
-from ui.language import lang
+from ui.language import tr
 
 
 def settings() -> Settings:
@@ -42,7 +41,7 @@ def db() -> Engine:
     try:
         return _engine_for(settings().database_url)
     except DatabaseProblem as problem:
-        st.error(t(f"database.{problem.code}", lang(), where=problem.where, detail=problem.detail),
+        st.error(tr(f"database.{problem.code}", where=problem.where, detail=problem.detail),
                  icon=":material/database:")  # fmt: skip
         st.stop()
 

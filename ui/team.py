@@ -14,7 +14,6 @@ from core.users import Actor
 from ui import resources
 from ui.auth import auth_section
 from ui.language import say, tr
-from ui.markdown import inert
 
 
 def teams_on() -> bool:
@@ -28,9 +27,9 @@ def ownership(summary: Any, actor: Actor) -> None:
     if summary.owner_id == actor.id:
         line = tr("team.shared_by_you") if summary.shared else tr("team.private")
     elif summary.shared:
-        line = tr("team.shared_by", name=inert(summary.owner_name) or "?")
+        line = tr("team.shared_by", name=summary.owner_name or "?")
     else:
-        line = tr("team.private_of", name=inert(summary.owner_name) or "?")
+        line = tr("team.private_of", name=summary.owner_name or "?")
     st.caption(line)
 
 
@@ -53,6 +52,8 @@ def hand_over_panel(actor: Actor) -> None:
     """Admins: give everything made before sign-in was turned on to one person."""
     if not teams_on() or not actor.is_admin:
         return
+    if notice := st.session_state.pop("hand_over_notice", None):  # said on the run after the change
+        st.toast(notice, icon=":material/move_item:")
     db = resources.db()
     count, chats = users.local_library(db, actor)
     if not count and not chats:
@@ -65,5 +66,6 @@ def hand_over_panel(actor: Actor) -> None:
         chosen = st.selectbox(tr("team.hand_to"), list(people), format_func=people.get, key="hand_over_to")
         if st.button(tr("team.hand_over"), icon=":material/move_item:"):
             moved, moved_chats = users.hand_over_local_library(db, actor, chosen)
-            st.toast(tr("team.handed_over", count=moved, chats=moved_chats, name=people[chosen]))
+            notice = tr("team.handed_over", count=moved, chats=moved_chats, name=people[chosen])
+            st.session_state.hand_over_notice = notice  # a toast raised just before a rerun is never shown
             st.rerun()

@@ -22,7 +22,7 @@ from storage.tables import as_utc
 from ui import resources
 from ui.auth import who_is_here
 from ui.language import language_switch, say, tr
-from ui.markdown import inert
+from ui.markdown import inert_line
 from ui.navigation import through_router
 from ui.persona import persona_panel
 
@@ -121,7 +121,7 @@ def lore_list(book: Lorebook) -> None:
         return
     with st.expander(tr("library.book", count=len(book.entries)), icon=":material/menu_book:"):
         for entry in book.entries:
-            st.markdown(f"**{inert(', '.join(entry.keys)) or tr('library.book_always')}**")
+            st.markdown(f"**{inert_line(', '.join(entry.keys)) or tr('library.book_always')}**")
             st.text(entry.content)
 
 

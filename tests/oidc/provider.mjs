@@ -1,8 +1,9 @@
 // A real OpenID Provider for the sign-in tests: the certified `oidc-provider` package on loopback.
 // Usage: REFSHEET_OIDC_PROVIDER_DIR=<folder with node_modules/oidc-provider> \
 //        node provider.mjs <port> <client_id> <client_secret> <redirect_uri>
-// Accounts: alice, bob (example.test) and eve (elsewhere.test); the development login screens of the
-// package accept any password. Never for production: it keeps everything in memory.
+// Accounts: alice, bob, carol (example.test), eve (elsewhere.test), mallory (a name that is a Markdown
+// payload), ghost (no email_verified claim, as Microsoft Entra sends it); the development login screens
+// of the package accept any password. Never for production: it keeps everything in memory.
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -13,7 +14,14 @@ const [port, clientId, clientSecret, redirectUri] = process.argv.slice(2);
 const accounts = {
   alice: { email: "alice@example.test", email_verified: true, name: "Alice Liddell" },
   bob: { email: "bob@example.test", email_verified: true, name: "Bob Builder" },
+  carol: { email: "carol@example.test", email_verified: true, name: "Carol Admin" },
   eve: { email: "eve@elsewhere.test", email_verified: true, name: "Eve Outsider" },
+  mallory: {
+    email: "mallory@example.test",
+    email_verified: true,
+    name: "Mallory ![m](https:evil.test/name) <img src=https://evil.test/i> www.evil.com",
+  },
+  ghost: { email: "ghost@example.test", name: "Ghost Unverified" },
 };
 
 const provider = new Provider(`http://127.0.0.1:${port}`, {

@@ -5,8 +5,10 @@ link (`/chat?character=7`) could open someone else's newer character. Every tabl
 is rebuilt as AUTOINCREMENT (rows, ids and indexes kept; SQLite starts counting after the highest id
 there is). PostgreSQL's sequences never go back, so nothing changes there.
 
-`app_user.signed_out_at`: when the person last chose Sign out. An identity issued before it (a copied
-sign-in cookie, another browser) no longer signs them in.
+`app_user.latest_iat` and `signed_out_iat`: the newest identity the person has signed in with (its ID
+token's `iat`), and that value when they chose Sign out. An identity issued at or before it (a copied
+sign-in cookie, another browser) no longer signs them in. Both are the identity provider's clock, so
+the app's own clock is never compared with it.
 
 Revision ID: 0005
 Revises: 0004
@@ -16,7 +18,6 @@ Create Date: 2026-12-02 04:00:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
 
 revision: str = "0005"
@@ -37,11 +38,13 @@ def _rebuild(autoincrement: bool) -> None:
 
 def upgrade() -> None:
     with op.batch_alter_table("app_user", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("signed_out_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column("latest_iat", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("signed_out_iat", sa.BigInteger(), nullable=True))
     _rebuild(autoincrement=True)
 
 
 def downgrade() -> None:
     _rebuild(autoincrement=False)
     with op.batch_alter_table("app_user", schema=None) as batch_op:
-        batch_op.drop_column("signed_out_at")
+        batch_op.drop_column("signed_out_iat")
+        batch_op.drop_column("latest_iat")
