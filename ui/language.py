@@ -10,7 +10,7 @@ import streamlit as st
 from core.errors import UserError
 from core.i18n import UI_LANGUAGES, Text, known, t, ui_language_for
 from core.prompts import DEFAULT_LANGUAGE, reply_language_for
-from ui.markdown import Safe, inert_line
+from ui.markdown import Safe, guard_start, inert_line
 
 CHOICE = "ui_lang_choice"
 
@@ -27,7 +27,10 @@ def tr(key: str, **params: object) -> Safe:
     Markdown. A key that names no string (a stored row from elsewhere) is shown as inert text."""
     if not known(key):
         return inert_line(key)
-    return Safe(t(key, lang(), **{name: _inert(value) for name, value in params.items()}))
+    shown = Safe(t(key, lang(), **{name: _inert(value) for name, value in params.items()}))
+    if guard_start(Safe(t(key, lang()))) != t(key, lang()):
+        return shown  # the string itself starts with a block (a numbered list of steps)
+    return guard_start(shown)  # a parameter at the start must not make one
 
 
 def tr_plain(key: str, **params: object) -> str:
@@ -47,7 +50,7 @@ def _inert(value: object) -> object:
         return say(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return value
-    return inert_line(value if isinstance(value, str) else str(value))
+    return inert_line(value if isinstance(value, str) else str(value), starts_line=False)
 
 
 def reply_language() -> str:

@@ -55,16 +55,22 @@ _BREAKS = re.compile(r"\s*[\r\n\v\f\x85\u2028\u2029]\s*")
 _BLOCK_START = re.compile(r"^\s*(?:[#>+*=|-]|\d+[.)])")
 
 
-def inert_line(text: str) -> Safe:
-    """`inert` for text shown on one line: line breaks become spaces, and a mark that would start a
-    heading, a quote, a list, a rule or a table at the start is escaped."""
+def inert_line(text: str, *, starts_line: bool = True) -> Safe:
+    """`inert` for text shown on one line: line breaks become spaces, and (when it `starts_line`) a
+    mark that would start a heading, a quote, a list, a rule or a table is escaped."""
     if isinstance(text, Safe):
         return text
     line = inert(_BREAKS.sub(" ", text))
-    if start := _BLOCK_START.match(line):
+    return guard_start(line) if starts_line else line
+
+
+def guard_start(markdown: Safe) -> Safe:
+    """`markdown` with a leading block mark (`#`, `>`, `-`, `1.`…) escaped: for a line that begins with
+    outside text."""
+    if start := _BLOCK_START.match(markdown):
         at = start.end() - 1
-        line = Safe(f"{line[:at]}\\{line[at:]}")
-    return line
+        return Safe(f"{markdown[:at]}\\{markdown[at:]}")
+    return markdown
 
 
 def inert_stream(chunks: Iterable[str]) -> Iterator[str]:
