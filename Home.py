@@ -6,7 +6,7 @@ This file is the router. The pages (Home, Create, Library, Chat) are listed in
 
 import streamlit as st
 
-from core.errors import UserError
+from core.base.errors import UserError
 from ui import resources
 from ui.language import say
 from ui.navigation import navigation

@@ -23,11 +23,11 @@ import torch
 from PIL import Image, ImageOps
 
 from bench.checkpoints import build_realistic, build_tiny
-from core.draft import parse_draft, read_sheet
-from core.gemma.backend import GemmaBackend
-from core.prompts import PromptImage
-from core.settings import Settings
-from core.sheets import prepare_image
+from core.base.settings import Settings
+from core.base.sheets import prepare_image
+from core.model.backends.gemma.backend import GemmaBackend
+from core.model.prompts import PromptImage
+from core.services.draft import parse_draft, read_sheet
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT.parent / "shared" / "images"

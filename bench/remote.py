@@ -31,11 +31,11 @@ from pathlib import Path
 from bench.checkpoints import _gguf_path, build_realistic, build_tiny
 from bench.servers import free_port, running
 from bench.turns import GREETING, PROFILE, QUESTIONS, square_sheet
-from core.backend import ReplyRequest
-from core.prompts import CharacterPrompt, PromptImage, Turn, character_prompt, kickoff_line
-from core.remote import RemoteBackend
-from core.sampling import SamplerSettings
-from core.settings import Settings
+from core.base.sampling import SamplerSettings
+from core.base.settings import Settings
+from core.model.backend import ReplyRequest
+from core.model.backends.openai.backend import RemoteBackend
+from core.model.prompts import CharacterPrompt, PromptImage, Turn, character_prompt, kickoff_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,9 +72,9 @@ def app_memory(env: dict[str, str]) -> float:
 import os, psutil
 from pathlib import Path
 from streamlit.testing.v1 import AppTest
-from core import characters
-from core.sheets import prepare_image
-from core.users import LOCAL_USER
+from core.services import characters
+from core.base.sheets import prepare_image
+from core.services.users import LOCAL_USER
 from storage.db import make_engine, migrate
 db = make_engine(f"sqlite:///{os.environ['REFSHEET_DATA_DIR']}/refsheet.db"); migrate(db)
 art = Path(os.environ["BENCH_SHEET"]).read_bytes()

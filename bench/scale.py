@@ -87,9 +87,9 @@ def _fresh_data() -> Iterator[tuple[Path, Engine]]:
 
 
 def library(sizes: list[int], repeats: int) -> list[dict]:
-    from core import characters
-    from core.sheets import prepare_image
-    from core.users import LOCAL_USER
+    from core.base.sheets import prepare_image
+    from core.services import characters
+    from core.services.users import LOCAL_USER
 
     sheet = prepare_image(_art(), "sheet.png")
     rows = []
@@ -110,9 +110,9 @@ def library(sizes: list[int], repeats: int) -> list[dict]:
 
 
 def chat(sizes: list[int], repeats: int) -> list[dict]:
-    from core import characters, conversations
-    from core.sheets import prepare_image
-    from core.users import LOCAL_USER
+    from core.base.sheets import prepare_image
+    from core.services import characters, conversations
+    from core.services.users import LOCAL_USER
     from storage import conversations as convs
     from storage.db import session_scope
     from storage.tables import Role

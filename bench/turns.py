@@ -36,19 +36,19 @@ import torch
 from PIL import Image
 
 from bench.checkpoints import build_realistic, build_tiny
-from core import characters, conversations, turns
-from core.backend import ReplyRequest
-from core.gemma import model_thread
-from core.gemma.engine import ChatEngine, new_cache
-from core.gemma.kvcache import MB, KVStore
-from core.gemma.model import load_model
-from core.gemma.prefix_disk import PrefixDisk
-from core.profile import Profile
-from core.prompts import PromptImage, Turn, build_messages, character_prompt
-from core.sampling import SamplerSettings
-from core.settings import Settings
-from core.sheets import decode, prepare_image
-from core.users import LOCAL_USER
+from core.base.profile import Profile
+from core.base.sampling import SamplerSettings
+from core.base.settings import Settings
+from core.base.sheets import decode, prepare_image
+from core.model.backend import ReplyRequest
+from core.model.backends.gemma import model_thread
+from core.model.backends.gemma.engine import ChatEngine, new_cache
+from core.model.backends.gemma.kvcache import MB, KVStore
+from core.model.backends.gemma.model import load_model
+from core.model.backends.gemma.prefix_disk import PrefixDisk
+from core.model.prompts import PromptImage, Turn, build_messages, character_prompt
+from core.services import characters, conversations, turns
+from core.services.users import LOCAL_USER
 from storage import conversations as convs
 from storage.db import make_engine, migrate, session_scope
 from storage.tables import MessageStatus, Role

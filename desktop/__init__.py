@@ -40,7 +40,7 @@ def app_root() -> Path:
 def ui_language() -> str:
     """The language of the window's own screens (first run, starting, menu), from the system's locale,
     as the browser's language decides it for the pages: English or 简体中文."""
-    from core.i18n import ui_language_for
+    from core.base.i18n import ui_language_for
 
     for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
         if value := os.environ.get(name):

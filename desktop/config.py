@@ -8,7 +8,7 @@
   (`platformdirs.user_config_dir`), and the token or key, if one was given, beside it in `secrets.toml`,
   readable by the user only. Neither is ever part of the build.
 
-The server is told everything through its environment, where the app's settings (`core.settings`) read
+The server is told everything through its environment, where the app's settings (`core.base.settings`) read
 it. The environment the app was started with wins over the saved choice, so `REFSHEET_MODEL=… RefSheetChat`
 works as it does for `streamlit run Home.py`.
 """
@@ -113,8 +113,8 @@ def saved_secrets(folder: Path | None = None) -> dict[str, str]:
 
 
 def _secrets_files_settings() -> dict[str, object]:
-    """What the secrets files the server will read say (the app's own rules: `core.settings`)."""
-    from core.settings import read_secrets
+    """What the secrets files the server will read say (the app's own rules: `core.base.settings`)."""
+    from core.base.settings import read_secrets
 
     return read_secrets((app_root() / ".streamlit" / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml"))
 

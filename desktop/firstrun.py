@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from core.i18n import t
+from core.base.i18n import t
 from desktop.config import Choice, save_choice, saved_choice, saved_secrets
 
 DEFAULT_HUB_ID = "google/gemma-3-4b-it"

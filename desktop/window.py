@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.i18n import t
+from core.base.i18n import t
 from desktop import TITLE, ui_language
 from desktop.config import config_dir, data_dir, needs_first_run, server_environment
 from desktop.firstrun import FirstRunApi, page

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from core import characters, conversations, turns
-from core.errors import NotFound, UserError
-from core.sheets import UPLOAD_EXTENSIONS
+from core.base.errors import NotFound, UserError
+from core.base.sheets import UPLOAD_EXTENSIONS
+from core.services import characters, conversations, turns
 from ui import resources
 from ui.chat import (
     ReplyPlan,

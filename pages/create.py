@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-from core import characters
-from core.errors import UserError
-from core.lore import Lorebook
-from core.profile import EDITABLE
-from core.prompts import PromptImage
-from core.sheets import UPLOAD_EXTENSIONS
+from core.base.errors import UserError
+from core.base.lore import Lorebook
+from core.base.profile import EDITABLE
+from core.base.sheets import UPLOAD_EXTENSIONS
+from core.model.prompts import PromptImage
+from core.services import characters
 from ui import resources
 from ui.draft import apply_draft, draft_controls
 from ui.language import reply_language, say, tr

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import characters, conversations
+from core.services import characters, conversations
 from ui import resources
 from ui.language import tr
 from ui.markdown import inert_line

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from core import characters
-from core.errors import NotFound, UserError
-from core.profile import EDITABLE
-from core.sheets import UPLOAD_EXTENSIONS
+from core.base.errors import NotFound, UserError
+from core.base.profile import EDITABLE
+from core.base.sheets import UPLOAD_EXTENSIONS
+from core.services import characters
 from ui import resources
 from ui.backup import backup_panel
 from ui.draft import apply_draft, draft_controls

@@ -2,7 +2,7 @@
 
 `CharacterProfile` is the one definition of a character's profile: the `character` table inherits
 it, and the prompt, the card mapping and the forms read their field lists from its metadata (see
-`core.profile`). Its fields mirror a Tavern Card V2 so an imported card round-trips; our own data
+`core.base.profile`). Its fields mirror a Tavern Card V2 so an imported card round-trips; our own data
 (notes, reply language) sits beside them. Several replies for one turn share `(conversation, turn)`
 with distinct `variant`s, and exactly one of them is `chosen`: the story continues from that one.
 """
@@ -137,7 +137,7 @@ class Character(CharacterProfile, table=True):
 
 
 class ImageData(Protocol):
-    """A validated, normalized picture (`core.sheets.PreparedImage` is one): what a row stores."""
+    """A validated, normalized picture (`core.base.sheets.PreparedImage` is one): what a row stores."""
 
     data: bytes
     thumbnail: bytes
@@ -149,7 +149,7 @@ class ImageData(Protocol):
 
 
 class StoredImage(SQLModel):
-    """What every stored picture carries: normalized by `core.sheets.prepare_image`, with a thumbnail.
+    """What every stored picture carries: normalized by `core.base.sheets.prepare_image`, with a thumbnail.
 
     The full picture lives apart, in its `ImageBytes` table: lists read these rows (names and
     thumbnails) and must not page through megabytes of blob to reach them."""

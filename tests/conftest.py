@@ -26,14 +26,14 @@ SHARED = Path(os.environ.get("REFSHEET_SHARED_DIR", ROOT.parent / "shared"))
 
 def sheet_image(colour: str = "red"):
     """A small prepared picture of one colour (named after it), as an upload becomes."""
-    from core.sheets import prepare_image
+    from core.base.sheets import prepare_image
 
     return prepare_image(encode(Image.new("RGB", (48, 64), colour), "PNG"), f"{colour}.png")
 
 
 def person(engine: Engine, name: str):
     """Someone signed in through the identity provider (name@example.test); carol is an admin."""
-    from core.users import Identity, Policy, sign_in
+    from core.services.users import Identity, Policy, sign_in
 
     identity = Identity("https://id.example", name, f"{name}@example.test", name.title(), True)
     return sign_in(engine, identity, Policy(admins=frozenset({"carol@example.test"})))
@@ -164,8 +164,8 @@ def tiny_text_only_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_handle(tiny_checkpoint: Path):
     """The tiny checkpoint loaded through the production loader (bf16, CPU)."""
-    from core.gemma.model import load_model
-    from core.settings import Settings
+    from core.base.settings import Settings
+    from core.model.backends.gemma.model import load_model
 
     return load_model(Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu"))
 
@@ -174,8 +174,8 @@ def tiny_handle(tiny_checkpoint: Path):
 def backend(tiny_checkpoint: Path, tmp_path: Path):
     """The in-process backend over the tiny checkpoint (not loaded yet), saving its character prefixes
     in this test's own folder."""
-    from core.gemma.backend import GemmaBackend
-    from core.settings import Settings
+    from core.base.settings import Settings
+    from core.model.backends.gemma.backend import GemmaBackend
 
     settings = Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu", dtype="float32",
                         data_dir=tmp_path)  # fmt: skip
@@ -185,15 +185,15 @@ def backend(tiny_checkpoint: Path, tmp_path: Path):
 @pytest.fixture
 def chat_engine(tiny_handle):
     """A fresh engine (own queue and caches) over the shared tiny model."""
-    from core.gemma.engine import ChatEngine
+    from core.model.backends.gemma.engine import ChatEngine
 
     return ChatEngine(tiny_handle)
 
 
 @pytest.fixture
 def sheet(neutral_png: bytes):
-    from core.prompts import PromptImage
-    from core.sheets import prepare_image
+    from core.base.sheets import prepare_image
+    from core.model.prompts import PromptImage
 
     prepared = prepare_image(neutral_png, "seraphina_neutral.png")
     return PromptImage(prepared.sha256, prepared.data)
@@ -237,8 +237,8 @@ def new_app(page: str | None = None, **query: object):
 def tiny_handle_f32(tiny_checkpoint: Path):
     """The tiny checkpoint in float32: cached and uncached prefill then agree to ~1e-7, so greedy
     equality tests check the cache logic rather than bf16 rounding of different chunk sizes."""
-    from core.gemma.model import load_model
-    from core.settings import Settings
+    from core.base.settings import Settings
+    from core.model.backends.gemma.model import load_model
 
     return load_model(Settings(model_id=str(tiny_checkpoint), quantization="none", device="cpu", dtype="float32"))
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from sqlmodel import Session, func, select
 
-from core.sheets import prepare_image
+from core.base.sheets import prepare_image
 from storage import characters as chars
 from storage import conversations as convs
 from storage.db import session_scope

@@ -16,12 +16,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from core import backup, characters, conversations, turns
-from core.archive import ArchiveError
-from core.backup import BackupError, RestoreReport
-from core.sampling import SamplerSettings
-from core.sheets import PreparedImage, prepare_image
-from core.users import LOCAL_USER, Actor
+from core.base.sampling import SamplerSettings
+from core.base.sheets import PreparedImage, prepare_image
+from core.formats.archive import ArchiveError
+from core.services import backup, characters, conversations, turns
+from core.services.backup import BackupError, RestoreReport
+from core.services.users import LOCAL_USER, Actor
 from storage import characters as chars
 from storage import conversations as convs
 from storage.db import make_engine, migrate, session_scope
@@ -446,9 +446,9 @@ def test_restoring_as_a_person_makes_it_theirs_and_leaves_out_what_they_may_not_
 def test_the_operators_whole_server_backup_restores_everyone_to_their_owners(
     engine, db_url: str, team, other, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    """`python -m core.server_backup`, run on the server with the app's settings: the only way to a
+    """`python -m core.services.server_backup`, run on the server with the app's settings: the only way to a
     backup of everyone's conversations, and the only way to restore one."""
-    from core import server_backup
+    from core.services import server_backup
 
     *_, carol = team
     file = tmp_path / "whole-server.zip"
@@ -471,7 +471,8 @@ def test_the_operators_whole_server_backup_restores_everyone_to_their_owners(
     before = snapshot(other)
     with pytest.raises(BackupError) as refused:  # not through a page, not even an admin's
         backup.restore(other, carol, file.read_bytes(), "whole-server.zip")
-    assert refused.value.code == "whole_server" and "python -m core.server_backup" in refused.value.message("en")
+    assert refused.value.code == "whole_server"
+    assert "python -m core.services.server_backup" in refused.value.message("en")
     assert snapshot(other) == before
 
     monkeypatch.setenv("DATABASE_URL", str(other.url.render_as_string(hide_password=False)))

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bench.servers import free_port, wait_for_http
-from core.archive import read_zip
-from core.cards import read_card
+from core.formats.archive import read_zip
+from core.formats.cards import read_card
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -163,9 +163,9 @@ CHROMIUM_ARGS = [
 
 def _seed(data_dir: Path, png: bytes, name: str, notes: str = "", **profile) -> int:
     """A character stored straight into the server's database (as an earlier session would have)."""
-    from core import characters
-    from core.sheets import prepare_image
-    from core.users import LOCAL_USER
+    from core.base.sheets import prepare_image
+    from core.services import characters
+    from core.services.users import LOCAL_USER
     from storage.db import make_engine, migrate
 
     engine = make_engine(f"sqlite:///{data_dir / 'refsheet.db'}")
@@ -264,8 +264,8 @@ def test_create_chat_restart_and_nothing_leaves_loopback(server, shared: Path) -
 
 def _seed_long_chat(data_dir: Path, png: bytes) -> tuple[int, int]:
     """A character without a saved greeting, and a conversation with her of eight messages."""
-    from core import conversations, turns
-    from core.users import LOCAL_USER
+    from core.services import conversations, turns
+    from core.services.users import LOCAL_USER
     from storage import conversations as convs
     from storage.db import make_engine, session_scope
     from storage.tables import Role
@@ -439,8 +439,8 @@ def test_nothing_a_user_or_card_writes_runs_in_the_browser(server, shared: Path)
     chat message and a conversation title: no dialog opens, no script runs, no element is injected."""
     from playwright.sync_api import expect, sync_playwright
 
-    from core import conversations, turns
-    from core.users import LOCAL_USER
+    from core.services import conversations, turns
+    from core.services.users import LOCAL_USER
     from storage.db import make_engine
 
     srv, _net_log = server
@@ -490,9 +490,9 @@ def test_no_stored_text_makes_the_browser_reach_out(server, shared: Path) -> Non
 
     from playwright.sync_api import expect, sync_playwright
 
-    from core import characters, conversations, turns
-    from core.sheets import prepare_image
-    from core.users import LOCAL_USER, save_persona
+    from core.base.sheets import prepare_image
+    from core.services import characters, conversations, turns
+    from core.services.users import LOCAL_USER, save_persona
     from storage.db import make_engine, migrate
     from tests.test_hostile_strings import LINE, TEXT
 
@@ -614,9 +614,9 @@ def test_a_reply_cut_off_by_a_crash_comes_back_unfinished_and_continues(server, 
     from playwright.sync_api import expect, sync_playwright
     from sqlmodel import Session
 
-    from core import conversations
-    from core.sampling import SamplerSettings
-    from core.users import LOCAL_USER
+    from core.base.sampling import SamplerSettings
+    from core.services import conversations
+    from core.services.users import LOCAL_USER
     from storage import conversations as convs
     from storage.db import make_engine
 
@@ -696,9 +696,9 @@ def test_eight_people_at_once(server, shared: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
     from sqlmodel import Session
 
-    from core import conversations
-    from core.sampling import SamplerSettings
-    from core.users import LOCAL_USER
+    from core.base.sampling import SamplerSettings
+    from core.services import conversations
+    from core.services.users import LOCAL_USER
     from storage import conversations as convs
     from storage.db import make_engine
 

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import cards, characters
-from core.archive import ArchiveError
-from core.cards import MAX_CARD_BYTES, NAMESPACE, REFERENCE_TYPE, CardError, png_text_chunks, read_card
-from core.profile import Profile
-from core.sheets import prepare_image
-from core.users import LOCAL_USER
+from core.base.profile import Profile
+from core.base.sheets import prepare_image
+from core.formats import cards
+from core.formats.archive import ArchiveError
+from core.formats.cards import MAX_CARD_BYTES, NAMESPACE, REFERENCE_TYPE, CardError, png_text_chunks, read_card
+from core.services import characters
+from core.services.users import LOCAL_USER
 from tests.conftest import encode
 
 

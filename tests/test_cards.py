@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 from sqlmodel import Session
 
-from core.cards import NAMESPACE, CardError, profile_from_card, read_card, write_card_png
-from core.profile import profile_of
-from core.prompts import character_prompt
-from core.sheets import prepare_image
+from core.base.profile import profile_of
+from core.base.sheets import prepare_image
+from core.formats.cards import NAMESPACE, CardError, profile_from_card, read_card, write_card_png
+from core.model.prompts import character_prompt
 from storage import characters as chars
 from storage.db import session_scope
 
@@ -98,7 +98,7 @@ def test_creator_notes_stay_out_of_the_prompt(card_png: bytes) -> None:
     card = read_card(card_png)
     profile = profile_from_card(card)
     sheet = prepare_image(card.image)
-    from core.prompts import PromptImage
+    from core.model.prompts import PromptImage
 
     prompt = character_prompt(profile_of(profile), [PromptImage(sheet.sha256, sheet.data)])
     assert "contest winner" not in prompt.instruction and "Seraphina" in prompt.instruction

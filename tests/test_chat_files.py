@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, func, select
 
-from core import characters, chat_files, conversations, turns
-from core.chat_files import ChatFileError, parse_send_date
-from core.errors import NotFound
-from core.sheets import prepare_image
-from core.users import LOCAL_USER, Actor
+from core.base.errors import NotFound
+from core.base.sheets import prepare_image
+from core.formats import chat_files
+from core.formats.chat_files import ChatFileError, parse_send_date
+from core.services import characters, conversations, turns
+from core.services.users import LOCAL_USER, Actor
 from storage import conversations as convs
 from storage.db import session_scope
 from storage.tables import Conversation, Message, MessageStatus, Role

@@ -7,12 +7,12 @@ import threading
 import pytest
 from sqlmodel import Session
 
-from core import characters, conversations, turns
-from core.backend import ContextOverflow
-from core.gemma.engine import ChatEngine
-from core.sampling import SamplerSettings
-from core.sheets import prepare_image
-from core.users import LOCAL_USER
+from core.base.sampling import SamplerSettings
+from core.base.sheets import prepare_image
+from core.model.backend import ContextOverflow
+from core.model.backends.gemma.engine import ChatEngine
+from core.services import characters, conversations, turns
+from core.services.users import LOCAL_USER
 from storage import conversations as convs
 from storage.tables import Message, MessageStatus
 

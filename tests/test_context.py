@@ -7,11 +7,11 @@ import random
 
 import pytest
 
-from core.backend import ContextOverflow, ReplyRequest
-from core.context import fit
-from core.profile import Profile
-from core.prompts import PromptImage, Turn, character_prompt
-from core.sampling import SamplerSettings
+from core.base.profile import Profile
+from core.base.sampling import SamplerSettings
+from core.model.backend import ContextOverflow, ReplyRequest
+from core.model.context import fit
+from core.model.prompts import PromptImage, Turn, character_prompt
 
 PREFIX = character_prompt(Profile(name="Aster"), [PromptImage("0" * 64, b"")])
 
@@ -23,7 +23,7 @@ def _count(messages) -> int:
 
 def _linear(request: ReplyRequest, limit: int) -> int:
     """The policy spelled out: drop the oldest turn until it fits, then on to the next model turn."""
-    from core.prompts import build_messages
+    from core.model.prompts import build_messages
 
     budget, history, start = limit - request.sampler.max_new_tokens, list(request.history), 0
     while _count(build_messages(request.prefix, history[start:])[0]) > budget:

@@ -26,8 +26,8 @@ def damage(db, character_id: int) -> None:
 
 
 def test_library_and_chat_still_work_around_a_damaged_picture(app_env, app_db) -> None:
-    from core import characters, conversations, turns
-    from core.users import LOCAL_USER
+    from core.services import characters, conversations, turns
+    from core.services.users import LOCAL_USER
 
     broken = characters.create(app_db, LOCAL_USER, {"name": "Broken", "first_mes": "Hello."}, [sheet_image("red")])
     fine = characters.create(app_db, LOCAL_USER, {"name": "Fine"}, [sheet_image("blue")])
@@ -57,8 +57,8 @@ def test_library_and_chat_still_work_around_a_damaged_picture(app_env, app_db) -
 
 
 def test_a_reply_names_the_damaged_picture(engine, backend) -> None:
-    from core import characters, conversations, turns
-    from core.users import LOCAL_USER
+    from core.services import characters, conversations, turns
+    from core.services.users import LOCAL_USER
 
     character = characters.create(engine, LOCAL_USER, {"name": "Broken"}, [sheet_image("red")])
     chat = conversations.start(engine, LOCAL_USER, character.id)

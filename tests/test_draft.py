@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from core.backend import collect
-from core.draft import FIELDS, STYLE_LABEL, draft_request, parse_draft, read_sheet
-from core.settings import Settings
+from core.base.settings import Settings
+from core.model.backend import collect
+from core.services.draft import FIELDS, STYLE_LABEL, draft_request, parse_draft, read_sheet
 from tests.conftest import new_app
 
 FENCED = """Sure! Here is a profile based on the reference sheet:
@@ -104,7 +104,7 @@ def test_stop_ends_a_draft_with_what_came(backend, sheet) -> None:
 
 @pytest.mark.slow
 def test_a_draft_through_a_real_openai_compatible_server(openai_server, tiny_checkpoint, sheet) -> None:
-    from core.remote import RemoteBackend
+    from core.model.backends.openai.backend import RemoteBackend
 
     backend = RemoteBackend(Settings(backend="openai", api_base=openai_server, api_model=str(tiny_checkpoint)))
     backend.prepare()

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.backend import ContextOverflow, ReplyRequest, collect
-from core.gemma.backend import GemmaBackend
-from core.gemma.engine import ChatEngine
-from core.gemma.model import ModelLoadError, load_model, resolve_dtype
-from core.i18n import Text
-from core.profile import Profile
-from core.prompts import Turn, build_messages, character_prompt
-from core.sampling import InvalidSampler, SamplerSettings
-from core.settings import Settings
+from core.base.i18n import Text
+from core.base.profile import Profile
+from core.base.sampling import InvalidSampler, SamplerSettings
+from core.base.settings import Settings
+from core.model.backend import ContextOverflow, ReplyRequest, collect
+from core.model.backends.gemma.backend import GemmaBackend
+from core.model.backends.gemma.engine import ChatEngine
+from core.model.backends.gemma.model import ModelLoadError, load_model, resolve_dtype
+from core.model.prompts import Turn, build_messages, character_prompt
 
 GREEDY = SamplerSettings(temperature=0, max_new_tokens=24)
 PROFILE = Profile(name="Seraphina", language="Français", notes="A forest guardian.")
@@ -263,8 +263,8 @@ def test_two_users_at_once_are_served_one_after_the_other(chat_engine, sheet) ->
 
 def test_progress_says_what_a_reply_is_waiting_for(chat_engine, sheet, joy_png: bytes) -> None:
     """Before the first token a user hears each phase, with its clock: each picture, then thinking."""
-    from core.prompts import PromptImage
-    from core.sheets import prepare_image
+    from core.base.sheets import prepare_image
+    from core.model.prompts import PromptImage
 
     joy = prepare_image(joy_png, "joy.png")
     prefix = character_prompt(PROFILE, [sheet, PromptImage(joy.sha256, joy.data)])

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from PIL import Image
 from sqlalchemy import text
 
-from core import characters
-from core.cards import CardError, import_card, read_card
-from core.errors import UserError
-from core.sheets import ImageLimits, ImageRejected, prepare_image
-from core.users import LOCAL_USER
+from core.base.errors import UserError
+from core.base.sheets import ImageLimits, ImageRejected, prepare_image
+from core.formats.cards import CardError, import_card, read_card
+from core.services import characters
+from core.services.users import LOCAL_USER
 from tests.conftest import encode
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,

@@ -83,8 +83,8 @@ def hostile_card() -> bytes:
 
 
 def test_no_page_turns_a_stored_payload_into_an_image_a_link_or_html(app_env, app_db) -> None:
-    from core import backup, characters, conversations, turns
-    from core.users import LOCAL_USER, save_persona
+    from core.services import backup, characters, conversations, turns
+    from core.services.users import LOCAL_USER, save_persona
     from storage import conversations as convs
     from storage.db import session_scope
     from storage.tables import MessageStatus

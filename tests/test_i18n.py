@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 
-from core.i18n import STRINGS, UI_LANGUAGES, t
+from core.base.i18n import STRINGS, UI_LANGUAGES, t
 
 
 def _fields(text: str) -> set[str]:

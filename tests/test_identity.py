@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import users
-from core.settings import Settings
-from core.users import Identity, NotAllowed, Policy, SignedOut, email_address
+from core.base.settings import Settings
+from core.services import users
+from core.services.users import Identity, NotAllowed, Policy, SignedOut, email_address
 
 ENTRA = "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0"
 TEAM = Policy(frozenset({"ann@partner.test"}), frozenset({"example.test"}), frozenset({"boss@example.test"}))

@@ -12,14 +12,14 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from core.backend import ReplyRequest
-from core.gemma.engine import ChatEngine
-from core.gemma.kvcache import MB, KVStore
-from core.lore import Lorebook
-from core.profile import Profile
-from core.prompts import PromptImage, Turn, character_prompt
-from core.sampling import SamplerSettings
-from core.sheets import prepare_image
+from core.base.lore import Lorebook
+from core.base.profile import Profile
+from core.base.sampling import SamplerSettings
+from core.base.sheets import prepare_image
+from core.model.backend import ReplyRequest
+from core.model.backends.gemma.engine import ChatEngine
+from core.model.backends.gemma.kvcache import MB, KVStore
+from core.model.prompts import PromptImage, Turn, character_prompt
 from tests.conftest import encode
 
 GREEDY = SamplerSettings(temperature=0, max_new_tokens=20)
@@ -168,8 +168,8 @@ def test_each_image_is_encoded_once(cached, prefix) -> None:
 
 
 def test_model_status_reports_cache_use(tiny_checkpoint) -> None:
-    from core.gemma.backend import GemmaBackend
-    from core.settings import Settings
+    from core.base.settings import Settings
+    from core.model.backends.gemma.backend import GemmaBackend
 
     backend = GemmaBackend(Settings(model_id=str(tiny_checkpoint), quantization="none"),
                            lambda h: ChatEngine(h, KVStore(64 * MB)))  # fmt: skip

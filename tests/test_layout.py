@@ -50,7 +50,8 @@ def test_the_remote_side_of_the_seam_needs_no_torch() -> None:
     import sys
 
     probe = (
-        "import sys; import core.backend, core.characters, core.conversations, core.turns, core.cards; "
+        "import sys; import core.model.backend, core.model.backends.openai.backend, core.services.characters, "
+        "core.services.conversations, core.services.turns, core.formats.cards; "
         "print('torch' in sys.modules, 'transformers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from core import characters, conversations, turns
-from core.cards import profile_from_card, read_card
-from core.lore import Lorebook
-from core.profile import Profile
-from core.prompts import PromptImage, Turn, build_messages, character_prompt
-from core.sheets import prepare_image
-from core.users import LOCAL_USER
+from core.base.lore import Lorebook
+from core.base.profile import Profile
+from core.base.sheets import prepare_image
+from core.formats.cards import profile_from_card, read_card
+from core.model.prompts import PromptImage, Turn, build_messages, character_prompt
+from core.services import characters, conversations, turns
+from core.services.users import LOCAL_USER
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session
 
-from core import conversations, turns
-from core.sampling import SamplerSettings
-from core.users import LOCAL_USER
+from core.base.sampling import SamplerSettings
+from core.services import conversations, turns
+from core.services.users import LOCAL_USER
 from storage import conversations as convs
 from storage.db import session_scope
 from storage.tables import Message, MessageStatus, Role, utcnow
@@ -153,7 +153,7 @@ def test_without_a_usable_model_one_error_and_one_button_that_works(
 
 
 def test_the_offline_message_mentions_the_licence_too() -> None:
-    from core.gemma.model import ModelLoadError
+    from core.model.backends.gemma.model import ModelLoadError
 
     message = ModelLoadError("offline", source="google/gemma-3-4b-it").message("en")
     assert "HF_TOKEN" in message and "licence" in message
@@ -176,7 +176,7 @@ def test_reply_settings_that_cannot_fit_are_refused(app_env, app_db, neutral_png
 
 # 13 -----------------------------------------------------------------------------------------------
 def test_an_imported_card_shows_everything_it_brings(app_env, shared) -> None:
-    from core.cards import read_card
+    from core.formats.cards import read_card
 
     raw = (shared / "cards" / "default_Seraphina.png").read_bytes()
     data = read_card(raw).data

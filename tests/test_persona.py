@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core import characters, conversations, turns, users
-from core.errors import Refused
-from core.users import LOCAL_USER
+from core.base.errors import Refused
+from core.services import characters, conversations, turns, users
+from core.services.users import LOCAL_USER
 from storage.db import make_engine, migrate
 from tests.conftest import new_app, person
 from tests.conftest import sheet_image as _image

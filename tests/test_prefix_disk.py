@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from core.backend import ReplyRequest
-from core.gemma.engine import ChatEngine, new_cache
-from core.gemma.kvcache import MB, KVStore
-from core.gemma.prefix_disk import SUFFIX, PrefixDisk
-from core.profile import Profile
-from core.prompts import PromptImage, Turn, character_prompt, prefix_message
-from core.sampling import SamplerSettings
+from core.base.profile import Profile
+from core.base.sampling import SamplerSettings
+from core.model.backend import ReplyRequest
+from core.model.backends.gemma.engine import ChatEngine, new_cache
+from core.model.backends.gemma.kvcache import MB, KVStore
+from core.model.backends.gemma.prefix_disk import SUFFIX, PrefixDisk
+from core.model.prompts import PromptImage, Turn, character_prompt, prefix_message
 from tests.test_kvcache import vision_calls
 
 GREEDY = SamplerSettings(temperature=0, max_new_tokens=16)

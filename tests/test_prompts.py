@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from core.profile import Profile, profile_of
-from core.prompts import REPLY_LANGUAGES, PromptImage, Turn, build_messages, character_prompt
-from core.sheets import decode, prepare_image
+from core.base.profile import Profile, profile_of
+from core.base.sheets import decode, prepare_image
+from core.model.prompts import REPLY_LANGUAGES, PromptImage, Turn, build_messages, character_prompt
 from tests.conftest import encode
 
 SERAPHINA = Profile(

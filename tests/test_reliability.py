@@ -93,9 +93,9 @@ def _fill(folder: Path) -> Path:
 
 def test_a_full_disk_is_said_and_loses_nothing(small_disk: Path, tiny_checkpoint: Path, neutral_png: bytes,
                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from core import characters
-    from core.sheets import prepare_image
-    from core.users import LOCAL_USER
+    from core.base.sheets import prepare_image
+    from core.services import characters
+    from core.services.users import LOCAL_USER
     from storage.db import make_engine, migrate
     from tests.test_app import chat_texts
 

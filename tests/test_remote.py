@@ -17,15 +17,15 @@ import pytest
 from PIL import Image
 from sqlmodel import Session
 
-from core import characters, conversations, turns
-from core.backend import ContextOverflow, ReplyRequest, collect
-from core.profile import Profile
-from core.prompts import PromptImage, Turn, character_prompt
-from core.remote import RemoteBackend, _context_overflow
-from core.sampling import SamplerSettings
-from core.settings import Settings
-from core.sheets import prepare_image
-from core.users import LOCAL_USER
+from core.base.profile import Profile
+from core.base.sampling import SamplerSettings
+from core.base.settings import Settings
+from core.base.sheets import prepare_image
+from core.model.backend import ContextOverflow, ReplyRequest, collect
+from core.model.backends.openai.backend import RemoteBackend, _context_overflow
+from core.model.prompts import PromptImage, Turn, character_prompt
+from core.services import characters, conversations, turns
+from core.services.users import LOCAL_USER
 from storage import characters as chars
 from storage import conversations as convs
 from storage.tables import MessageStatus

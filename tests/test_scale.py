@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import Session
 
-from core import characters, conversations
-from core.sheets import prepare_image
-from core.users import LOCAL_USER
+from core.base.sheets import prepare_image
+from core.services import characters, conversations
+from core.services.users import LOCAL_USER
 from storage import characters as chars
 from storage import conversations as convs
 from storage.db import session_scope

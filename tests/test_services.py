@@ -7,11 +7,11 @@ from dataclasses import replace
 import pytest
 from sqlmodel import Session, func, select
 
-from core import characters, conversations, turns
-from core.errors import NotFound, Refused
-from core.profile import PROMPT_FIELDS, profile_of
-from core.prompts import character_prompt
-from core.users import LOCAL_USER
+from core.base.errors import NotFound, Refused
+from core.base.profile import PROMPT_FIELDS, profile_of
+from core.model.prompts import character_prompt
+from core.services import characters, conversations, turns
+from core.services.users import LOCAL_USER
 from storage.tables import Character, Message, SheetImage
 from tests.conftest import sheet_image as _image
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings, SettingsError, load_settings, read_secrets
+from core.base.settings import Settings, SettingsError, load_settings, read_secrets
 
 
 def test_defaults_need_no_configuration() -> None:

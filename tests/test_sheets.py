@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.sheets import ImageLimits, ImageRejected, check_uploads, decode, prepare_image
+from core.base.sheets import ImageLimits, ImageRejected, check_uploads, decode, prepare_image
 from tests.conftest import encode
 
 

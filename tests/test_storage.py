@@ -12,7 +12,7 @@ from PIL import Image
 from sqlalchemy import inspect, text
 from sqlmodel import Session, func, select
 
-from core.sheets import prepare_image
+from core.base.sheets import prepare_image
 from storage import characters as chars
 from storage import conversations as convs
 from storage import users

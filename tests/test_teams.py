@@ -1,6 +1,6 @@
 """Teams: each person's characters and conversations are private; a shared character is seen, chatted
 with and copied by the team but changed only by its owner; admins delete any character and read no
-one's conversations. Enforced in `core.access` and checked here through every service function, on
+one's conversations. Enforced in `core.services.access` and checked here through every service function, on
 SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
-from core import backup, characters, conversations, turns, users
-from core.backend import ReplyRequest, ReplyStream
-from core.errors import NotFound, Refused
-from core.sampling import SamplerSettings
-from core.sheets import prepare_image
-from core.users import Identity, NotAllowed, Policy
+from core.base.errors import NotFound, Refused
+from core.base.sampling import SamplerSettings
+from core.base.sheets import prepare_image
+from core.model.backend import ReplyRequest, ReplyStream
+from core.services import backup, characters, conversations, turns, users
+from core.services.users import Identity, NotAllowed, Policy
 from tests.conftest import person
 from tests.conftest import sheet_image as _image
 
@@ -266,7 +266,7 @@ def test_sign_in_lets_in_only_the_team_and_remembers_people(engine) -> None:
 
 
 def test_an_admin_hands_the_library_made_before_sign_in_to_a_person(engine, neutral_png) -> None:
-    from core.users import LOCAL_USER
+    from core.services.users import LOCAL_USER
 
     made = characters.create(engine, LOCAL_USER, {"name": "From the laptop days"}, [prepare_image(neutral_png)])
     conversations.start(engine, LOCAL_USER, made.id)
@@ -320,7 +320,7 @@ def test_migration_0005_keeps_every_row_and_id(db_url: str) -> None:
         after = snapshot(engine)
         assert after["character"] == before["character"]  # every row, with its id
         assert [row[-2:] for row in after["app_user"]] == [(None, None)]  # latest_iat, signed_out_iat
-        from core.users import LOCAL_USER
+        from core.services.users import LOCAL_USER
 
         characters.delete(engine, LOCAL_USER, 4)
         assert characters.create(engine, LOCAL_USER, {"name": "After"}, [_image()]).id == 5  # not 4, not 2

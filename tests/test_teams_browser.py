@@ -114,9 +114,9 @@ def test_private_stays_private_and_shared_is_read_only(team_server, shared: Path
     from playwright.sync_api import expect, sync_playwright
     from sqlmodel import Session, select
 
-    from core import characters, conversations, turns
-    from core.sheets import prepare_image
-    from core.users import Actor
+    from core.base.sheets import prepare_image
+    from core.services import characters, conversations, turns
+    from core.services.users import Actor
     from storage.db import make_engine
     from storage.tables import User
 
@@ -222,9 +222,9 @@ def test_team_mode_keeps_its_promises(team_server, shared: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
     from sqlmodel import Session, select
 
-    from core import characters, conversations, turns
-    from core.sheets import prepare_image
-    from core.users import LOCAL_USER, Actor
+    from core.base.sheets import prepare_image
+    from core.services import characters, conversations, turns
+    from core.services.users import LOCAL_USER, Actor
     from storage.db import make_engine
     from storage.tables import User
 

@@ -2,7 +2,7 @@
 
 Off (a laptop, or a private server): everyone is the local user and nothing asks who they are. On:
 Streamlit's OpenID Connect sign-in (`st.login`, `st.user`, `st.logout`) with any provider
-(Google, Microsoft Entra, Okta, Keycloak, Authentik…), then `core.users.sign_in` for the
+(Google, Microsoft Entra, Okta, Keycloak, Authentik…), then `core.services.users.sign_in` for the
 allow-lists and admins. A visitor who is not signed in sees only the sign-in page.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.users import (
+from core.services.users import (
     LOCAL_USER,
     Actor,
     Identity,

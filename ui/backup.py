@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import backup
-from core.errors import UserError
-from core.users import Actor
+from core.base.errors import UserError
+from core.services import backup
+from core.services.users import Actor
 from ui import resources
 from ui.language import say, tr
 

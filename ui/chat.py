@@ -1,6 +1,6 @@
 """The chat page's widgets: a message with its controls, the reply settings, and a reply streaming in.
 
-Buttons here call the turn services (`core.turns`) in their callbacks, which run before the next
+Buttons here call the turn services (`core.services.turns`) in their callbacks, which run before the next
 script run, so the page draws the new state once. A reply to write is a `ReplyPlan`: made by a
 button or by sending a message, carried out by `stream_reply` in the same or the next run.
 """
@@ -13,11 +13,11 @@ from typing import Any
 
 import streamlit as st
 
-from core import conversations, turns
-from core.backend import Backend, BackendError, BackendStatus
-from core.errors import NotFound, StorageFull, UserError
-from core.sampling import InvalidSampler, SamplerSettings
-from core.turns import Bubble
+from core.base.errors import NotFound, StorageFull, UserError
+from core.base.sampling import InvalidSampler, SamplerSettings
+from core.model.backend import Backend, BackendError, BackendStatus
+from core.services import conversations, turns
+from core.services.turns import Bubble
 from storage.tables import Conversation
 from ui import resources
 from ui.language import lang, say, tr

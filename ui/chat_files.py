@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import conversations
-from core.chat_files import file_name
-from core.errors import UserError
+from core.base.errors import UserError
+from core.formats.chat_files import file_name
+from core.services import conversations
 from storage.tables import Character, Conversation
 from ui import resources
 from ui.language import lang, say, tr

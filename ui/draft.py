@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 
 import streamlit as st
 
-from core.backend import Backend
-from core.draft import FIELDS, parse_draft, read_sheet
-from core.errors import UserError
-from core.prompts import PromptImage
+from core.base.errors import UserError
+from core.model.backend import Backend
+from core.model.prompts import PromptImage
+from core.services.draft import FIELDS, parse_draft, read_sheet
 from ui.chat import ensure_ready, failure_notice
 from ui.language import lang, reply_language, say, tr
 from ui.profile_form import shown_value

@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.users import NotAllowed
+from core.services.users import NotAllowed
 from ui import resources
 from ui.auth import not_allowed_page, sign_in_page, signed_in_actor
 from ui.language import tr

@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from core.errors import UserError
-from core.users import MAX_PERSONA_DESCRIPTION, MAX_PERSONA_NAME, Actor, save_persona
+from core.base.errors import UserError
+from core.services.users import MAX_PERSONA_DESCRIPTION, MAX_PERSONA_NAME, Actor, save_persona
 from ui.language import say, tr
 
 

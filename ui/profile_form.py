@@ -1,7 +1,7 @@
 """Profile inputs for Create and Library, one per field and chosen by the field's kind.
 
-The field list and kinds come from the profile definition (`core.profile`), so a new profile field
-needs only its label here (`field.<name>` in `core.i18n`)."""
+The field list and kinds come from the profile definition (`core.base.profile`), so a new profile field
+needs only its label here (`field.<name>` in `core.base.i18n`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import streamlit as st
 
-from core.i18n import STRINGS
-from core.profile import BY_NAME, ProfileField, join_greetings, split_greetings, split_tags
-from core.prompts import REPLY_LANGUAGES
+from core.base.i18n import STRINGS
+from core.base.profile import BY_NAME, ProfileField, join_greetings, split_greetings, split_tags
+from core.model.prompts import REPLY_LANGUAGES
 from ui.language import tr
 
 

@@ -13,10 +13,10 @@ import threading
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from core.backend import Backend, BackendError, make_backend
-from core.settings import Settings, load_settings
-from core.sheets import ImageLimits
-from core.users import Actor
+from core.base.settings import Settings, load_settings
+from core.base.sheets import ImageLimits
+from core.model.backend import Backend, BackendError, make_backend
+from core.services.users import Actor
 from storage.db import DatabaseProblem, check_database, known_revisions, make_engine, migrate
 from ui.language import tr
 

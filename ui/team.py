@@ -8,9 +8,9 @@ from typing import Any
 
 import streamlit as st
 
-from core import characters, users
-from core.errors import UserError
-from core.users import Actor
+from core.base.errors import UserError
+from core.services import characters, users
+from core.services.users import Actor
 from ui import resources
 from ui.auth import auth_section
 from ui.language import say, tr

@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
-from core import characters
-from core.archive import ArchiveError
-from core.backend import Backend, BackendStatus
-from core.cards import CardError
-from core.characters import CardDraft
-from core.lore import Lorebook
-from core.sheets import PreparedImage, check_uploads
+from core.base.lore import Lorebook
+from core.base.sheets import PreparedImage, check_uploads
+from core.formats.archive import ArchiveError
+from core.formats.cards import CardError
+from core.model.backend import Backend, BackendStatus
+from core.services import characters
+from core.services.characters import CardDraft
 from storage.tables import as_utc
 from ui import resources
 from ui.auth import who_is_here

@@ -1,0 +1,1 @@
+"""Gemma 3 inside the app, through transformers: loaded once per process on first use."""
