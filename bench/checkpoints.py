@@ -76,7 +76,7 @@ def _char_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from core.model.prompts import REPLY_LANGUAGES
+    from core.base.languages import REPLY_LANGUAGES
 
     native = sorted({c for name in REPLY_LANGUAGES for c in name if ord(c) > 126})  # so 日本語 etc. round-trip
     chars = [chr(c) for c in range(32, 127)] + ["\n", "\t"] + native

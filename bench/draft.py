@@ -24,9 +24,8 @@ from PIL import Image, ImageOps
 
 from bench.checkpoints import build_realistic, build_tiny
 from core.base.settings import Settings
-from core.base.sheets import prepare_image
+from core.base.sheets import Picture, prepare_image
 from core.model.backends.gemma.backend import GemmaBackend
-from core.model.prompts import PromptImage
 from core.services.draft import parse_draft, read_sheet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,14 +33,14 @@ IMAGES = ROOT.parent / "shared" / "images"
 NOTES = "Guardian of the Eldoria forest. Speaks softly; protective of travellers."
 
 
-def pictures() -> list[PromptImage]:
+def pictures() -> list[Picture]:
     """The neutral sheet, the joy one, and the neutral one mirrored: three distinct pictures."""
     neutral = (IMAGES / "seraphina_neutral.png").read_bytes()
     mirrored = ImageOps.mirror(Image.open(IMAGES / "seraphina_neutral.png").convert("RGB"))
     path = Path(tempfile.mkdtemp()) / "mirrored.png"
     mirrored.save(path)
     raws = [neutral, (IMAGES / "seraphina_joy.png").read_bytes(), path.read_bytes()]
-    return [PromptImage(p.sha256, p.data) for p in (prepare_image(raw, f"{i}.png") for i, raw in enumerate(raws))]
+    return [p for p in (prepare_image(raw, f"{i}.png") for i, raw in enumerate(raws))]
 
 
 def main() -> None:

@@ -33,9 +33,10 @@ from bench.servers import free_port, running
 from bench.turns import GREETING, PROFILE, QUESTIONS, square_sheet
 from core.base.sampling import SamplerSettings
 from core.base.settings import Settings
+from core.base.sheets import Picture
 from core.model.backend import ReplyRequest
 from core.model.backends.openai.backend import RemoteBackend
-from core.model.prompts import CharacterPrompt, PromptImage, Turn, character_prompt, kickoff_line
+from core.model.prompts import CharacterPrompt, Turn, character_prompt, kickoff_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,7 +125,7 @@ def main() -> None:
         folder = build_realistic(ROOT / "bench" / ".models" / "realistic-270m-siglip896")
         label = "Gemma 3 270M text weights + random full-size SigLIP (896 px, 256 tokens/image), CPU"
     sheet = square_sheet(896)
-    prefix = character_prompt(PROFILE, [PromptImage(hashlib.sha256(sheet).hexdigest(), sheet)])
+    prefix = character_prompt(PROFILE, [Picture(hashlib.sha256(sheet).hexdigest(), sheet)])
     sampler = SamplerSettings(temperature=0, max_new_tokens=24)
     parts = set(args.parts.split(","))
     earlier = (

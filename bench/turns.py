@@ -39,14 +39,14 @@ from bench.checkpoints import build_realistic, build_tiny
 from core.base.profile import Profile
 from core.base.sampling import SamplerSettings
 from core.base.settings import Settings
-from core.base.sheets import decode, prepare_image
+from core.base.sheets import Picture, decode, prepare_image
 from core.model.backend import ReplyRequest
 from core.model.backends.gemma import model_thread
 from core.model.backends.gemma.engine import ChatEngine, new_cache
 from core.model.backends.gemma.kvcache import MB, KVStore
 from core.model.backends.gemma.model import load_model
 from core.model.backends.gemma.prefix_disk import PrefixDisk
-from core.model.prompts import PromptImage, Turn, build_messages, character_prompt
+from core.model.prompts import Turn, build_messages, character_prompt
 from core.services import characters, conversations, turns
 from core.services.users import LOCAL_USER
 from storage import conversations as convs
@@ -360,7 +360,7 @@ def main() -> None:
         load_model, Settings(model_id=str(folder), quantization="none", device=args.device, dtype=args.dtype)
     )
     sheet = square_sheet(896)
-    prefix = character_prompt(PROFILE, [PromptImage(hashlib.sha256(sheet).hexdigest(), sheet)])
+    prefix = character_prompt(PROFILE, [Picture(hashlib.sha256(sheet).hexdigest(), sheet)])
     sampler = SamplerSettings(temperature=0, max_new_tokens=args.new_tokens)
 
     ours, history = run_ours(ChatEngine(handle, KVStore(4096 * MB)), prefix, sampler)

@@ -6,7 +6,6 @@ from core.base.errors import UserError
 from core.base.lore import Lorebook
 from core.base.profile import EDITABLE
 from core.base.sheets import UPLOAD_EXTENSIONS
-from core.model.prompts import PromptImage
 from core.services import characters
 from ui import resources
 from ui.draft import apply_draft, draft_controls
@@ -90,7 +89,7 @@ if main_images or extra_images:
         previews[i % 6].image(image.thumbnail, caption=caption)
 
 apply_draft(form)  # a draft from "Read the sheet" fills the inputs below, before they are drawn
-draft_controls(backend, form, [PromptImage(i.sha256, i.data, i.original_name) for i in main_images + extra_images])
+draft_controls(backend, form, main_images + extra_images)
 profile = profile_inputs(BASICS, {"language": reply_language()}, key_suffix=form)
 with st.expander(tr("create.more"), expanded=bool(card_profile)):
     profile |= profile_inputs(MORE, key_suffix=form)

@@ -210,12 +210,12 @@ def get_images(session: Session, character_id: int) -> list[SheetImage]:
     return list(session.exec(stmt).all())
 
 
-def sheets(session: Session, character_id: int) -> list[images_.Picture[SheetImage]]:
+def sheets(session: Session, character_id: int) -> list[images_.Stored[SheetImage]]:
     """Every image with its full picture, in position order: what the model sees."""
     return images_.with_data(session, SheetImage, get_images(session, character_id))
 
 
-def get_main_image(session: Session, character_id: int) -> images_.Picture[SheetImage] | None:
+def get_main_image(session: Session, character_id: int) -> images_.Stored[SheetImage] | None:
     """The main sheet alone (position 0) with its full picture, without loading the others."""
     stmt = select(SheetImage).where(SheetImage.character_id == character_id, SheetImage.position == 0)
     found = images_.with_data(session, SheetImage, session.exec(stmt).all())

@@ -285,7 +285,7 @@ def get_attachments(session: Session, message: Message) -> list[Attachment]:
     return [rows[i] for i in message.attachment_ids if i in rows]
 
 
-def attachment_pictures(session: Session, message: Message) -> list[images_.Picture[Attachment]]:
+def attachment_pictures(session: Session, message: Message) -> list[images_.Stored[Attachment]]:
     """The message's attachments with their full pictures, in order: what the model sees."""
     return images_.with_data(session, Attachment, get_attachments(session, message))
 

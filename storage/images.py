@@ -18,8 +18,9 @@ Row = TypeVar("Row", SheetImage, Attachment)
 BYTES: dict[type, type[ImageBytes]] = {SheetImage: SheetImageBytes, Attachment: AttachmentBytes}
 
 
-class Picture(NamedTuple, Generic[Row]):
-    """A stored image's row with its full picture."""
+class Stored(NamedTuple, Generic[Row]):
+    """A stored image's row with its full picture (`core.base.sheets.Picture.of` makes what the model
+    sees of it)."""
 
     row: Row
     data: bytes
@@ -40,10 +41,10 @@ def store(session: Session, kind: type[Row], images: Iterable[ImageData], **keys
     return rows
 
 
-def with_data(session: Session, kind: type[Row], rows: Sequence[Row]) -> list[Picture[Row]]:
+def with_data(session: Session, kind: type[Row], rows: Sequence[Row]) -> list[Stored[Row]]:
     """`rows` with their full pictures, in the order given (a row whose bytes are gone is left out)."""
     data = data_of(session, kind, [row.id for row in rows if row.id is not None])
-    return [Picture(row, data[row.id]) for row in rows if row.id in data]
+    return [Stored(row, data[row.id]) for row in rows if row.id in data]
 
 
 def data_of(session: Session, kind: type[Row], ids: Sequence[int]) -> dict[int, bytes]:

@@ -193,10 +193,9 @@ def chat_engine(tiny_handle):
 @pytest.fixture
 def sheet(neutral_png: bytes):
     from core.base.sheets import prepare_image
-    from core.model.prompts import PromptImage
 
     prepared = prepare_image(neutral_png, "seraphina_neutral.png")
-    return PromptImage(prepared.sha256, prepared.data)
+    return prepared
 
 
 # -- The app under AppTest, configured with the tiny checkpoint ---------------------------------------

@@ -505,7 +505,7 @@ def test_no_stored_text_makes_the_browser_reach_out(server, shared: Path) -> Non
     profile = {"name": f"Mira {LINE}", "notes": TEXT, "language": LINE, "tags": [LINE], "creator": LINE,
                "description": TEXT, "first_mes": TEXT, "alternate_greetings": [TEXT], "scenario": TEXT,
                "character_book": {"entries": [{"keys": [LINE], "content": TEXT, "enabled": True}]}}  # fmt: skip
-    character = characters.create(engine, LOCAL_USER, profile, [art, replace(art, original_name=LINE)]).id
+    character = characters.create(engine, LOCAL_USER, profile, [art, replace(art, name=LINE)]).id
     chat = conversations.start(engine, LOCAL_USER, character, LINE).id
     turns.send(engine, LOCAL_USER, chat, TEXT)
     engine.dispose()

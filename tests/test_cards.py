@@ -98,7 +98,6 @@ def test_creator_notes_stay_out_of_the_prompt(card_png: bytes) -> None:
     card = read_card(card_png)
     profile = profile_from_card(card)
     sheet = prepare_image(card.image)
-    from core.model.prompts import PromptImage
 
-    prompt = character_prompt(profile_of(profile), [PromptImage(sheet.sha256, sheet.data)])
+    prompt = character_prompt(profile_of(profile), [sheet])
     assert "contest winner" not in prompt.instruction and "Seraphina" in prompt.instruction

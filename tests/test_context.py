@@ -9,11 +9,12 @@ import pytest
 
 from core.base.profile import Profile
 from core.base.sampling import SamplerSettings
+from core.base.sheets import Picture
 from core.model.backend import ContextOverflow, ReplyRequest
 from core.model.context import fit
-from core.model.prompts import PromptImage, Turn, character_prompt
+from core.model.prompts import Turn, character_prompt
 
-PREFIX = character_prompt(Profile(name="Aster"), [PromptImage("0" * 64, b"")])
+PREFIX = character_prompt(Profile(name="Aster"), [Picture("0" * 64, b"")])
 
 
 def _count(messages) -> int:

@@ -264,10 +264,9 @@ def test_two_users_at_once_are_served_one_after_the_other(chat_engine, sheet) ->
 def test_progress_says_what_a_reply_is_waiting_for(chat_engine, sheet, joy_png: bytes) -> None:
     """Before the first token a user hears each phase, with its clock: each picture, then thinking."""
     from core.base.sheets import prepare_image
-    from core.model.prompts import PromptImage
 
     joy = prepare_image(joy_png, "joy.png")
-    prefix = character_prompt(PROFILE, [sheet, PromptImage(joy.sha256, joy.data)])
+    prefix = character_prompt(PROFILE, [sheet, joy])
     heard: list[Text] = []
     text = collect(chat_engine.stream(ReplyRequest(prefix, _history(1), GREEDY), on_progress=heard.append))
     assert text

@@ -94,7 +94,7 @@ def test_no_page_turns_a_stored_payload_into_an_image_a_link_or_html(app_env, ap
                "first_mes": TEXT, "alternate_greetings": [TEXT], "scenario": TEXT, "creator_notes": TEXT,
                "character_book": {"entries": [{"keys": [LINE], "content": TEXT, "enabled": True}]}}  # fmt: skip
     main, extra = sheet_image("red"), sheet_image("blue")
-    extra = dataclasses.replace(extra, original_name=LINE)
+    extra = dataclasses.replace(extra, name=LINE)
     character = characters.create(app_db, LOCAL_USER, profile, [main, extra])
     chat = conversations.start(app_db, LOCAL_USER, character.id, LINE)
     turns.send(app_db, LOCAL_USER, chat.id, TEXT, [sheet_image("green")])

@@ -19,7 +19,7 @@ from core.base.sheets import prepare_image
 from core.model.backend import ReplyRequest
 from core.model.backends.gemma.engine import ChatEngine
 from core.model.backends.gemma.kvcache import MB, KVStore
-from core.model.prompts import PromptImage, Turn, character_prompt
+from core.model.prompts import Turn, character_prompt
 from tests.conftest import encode
 
 GREEDY = SamplerSettings(temperature=0, max_new_tokens=20)
@@ -114,7 +114,7 @@ def test_editing_an_earlier_message_and_changing_settings(cached, plain, prefix)
 def test_image_attached_mid_chat(cached, plain, prefix) -> None:
     greeting, _ = reply(cached, prefix, [])
     red = prepare_image(encode(Image.new("RGB", (50, 50), "red"), "PNG"), "red.png")
-    history = [Turn("assistant", greeting), Turn("user", "Look!", images=(PromptImage(red.sha256, red.data),))]
+    history = [Turn("assistant", greeting), Turn("user", "Look!", images=(red,))]
     text, stats = reply(cached, prefix, history)
     assert stats.cache == "conversation"  # the greeting's cache, extended with the new image
     assert text == reply(plain, prefix, history)[0]
@@ -175,7 +175,7 @@ def test_model_status_reports_cache_use(tiny_checkpoint) -> None:
                            lambda h: ChatEngine(h, KVStore(64 * MB)))  # fmt: skip
     engine = backend.engine()
     sheet = prepare_image(encode(Image.new("RGB", (30, 30), "blue"), "PNG"))
-    reply(engine, character_prompt(Profile(name="B"), [PromptImage(sheet.sha256, sheet.data)]), [])
+    reply(engine, character_prompt(Profile(name="B"), [sheet]), [])
     (line,) = backend.status().details  # what Home shows under the model status
     extra = line.params
     assert line.render("en").startswith("KV cache: 2 kept")

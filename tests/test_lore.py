@@ -6,9 +6,9 @@ import pytest
 
 from core.base.lore import Lorebook
 from core.base.profile import Profile
-from core.base.sheets import prepare_image
+from core.base.sheets import Picture, prepare_image
 from core.formats.cards import profile_from_card, read_card
-from core.model.prompts import PromptImage, Turn, build_messages, character_prompt
+from core.model.prompts import Turn, build_messages, character_prompt
 from core.services import characters, conversations, turns
 from core.services.users import LOCAL_USER
 
@@ -19,9 +19,9 @@ def card(shared):
 
 
 @pytest.fixture
-def sheet(card) -> PromptImage:
+def sheet(card) -> Picture:
     prepared = prepare_image(card.image, "card.png")
-    return PromptImage(prepared.sha256, prepared.data)
+    return prepared
 
 
 def _user_texts(messages) -> list[str]:
@@ -73,7 +73,7 @@ def test_constant_entries_and_selective_keys() -> None:
     assert [e.content for e in book.triggered(["A dragon egg!"])] == ["Dragon eggs hatch."]
     assert [e.content for e in book.triggered(["我看见一条龙。"])] == ["龙住在山里。"]  # CJK: no spaces
     assert book.triggered(["A ghost?"]) == []
-    prefix = character_prompt(Profile(name="Aster"), [PromptImage("0" * 64, b"")], book)
+    prefix = character_prompt(Profile(name="Aster"), [Picture("0" * 64, b"")], book)
     assert "What you know:\n- The moon is green here." in prefix.instruction
 
 

@@ -17,7 +17,7 @@ from core.model.backend import ReplyRequest
 from core.model.backends.gemma.engine import ChatEngine, new_cache
 from core.model.backends.gemma.kvcache import MB, KVStore
 from core.model.backends.gemma.prefix_disk import SUFFIX, PrefixDisk
-from core.model.prompts import PromptImage, Turn, character_prompt, prefix_message
+from core.model.prompts import Turn, character_prompt, prefix_message
 from tests.test_kvcache import vision_calls
 
 GREEDY = SamplerSettings(temperature=0, max_new_tokens=16)
@@ -135,7 +135,7 @@ def test_a_warm_up_gives_way_to_replies(backend, prefix, sheet) -> None:
     assert len(asked) == 3  # after the picture, before the rest: it kept nothing
     ids = engine.token_ids([prefix_message(prefix)])
     assert not engine.kv.has_prefix(prefix.key, ids[:-1])
-    other = character_prompt(Profile(name="Aster"), [PromptImage(sheet.sha256, sheet.data)])
+    other = character_prompt(Profile(name="Aster"), [sheet])
     waiting = threading.Event()
 
     def reply_arrives() -> None:  # a reply queued while the warm-up holds the model

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
+from core.base.languages import REPLY_LANGUAGES
 from core.base.profile import Profile, profile_of
-from core.base.sheets import decode, prepare_image
-from core.model.prompts import REPLY_LANGUAGES, PromptImage, Turn, build_messages, character_prompt
+from core.base.sheets import Picture, decode, prepare_image
+from core.model.prompts import Turn, build_messages, character_prompt
 from tests.conftest import encode
 
 SERAPHINA = Profile(
@@ -19,9 +20,9 @@ SERAPHINA = Profile(
 )
 
 
-def _attachment(colour: str) -> PromptImage:
+def _attachment(colour: str) -> Picture:
     prepared = prepare_image(encode(Image.new("RGB", (40, 40), colour), "PNG"), f"{colour}.png")
-    return PromptImage(prepared.sha256, prepared.data)
+    return prepared
 
 
 def test_instruction_follows_the_seed_rules() -> None:

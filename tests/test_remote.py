@@ -20,10 +20,10 @@ from sqlmodel import Session
 from core.base.profile import Profile
 from core.base.sampling import SamplerSettings
 from core.base.settings import Settings
-from core.base.sheets import prepare_image
+from core.base.sheets import Picture, prepare_image
 from core.model.backend import ContextOverflow, ReplyRequest, collect
 from core.model.backends.openai.backend import RemoteBackend, _context_overflow
-from core.model.prompts import PromptImage, Turn, character_prompt
+from core.model.prompts import Turn, character_prompt
 from core.services import characters, conversations, turns
 from core.services.users import LOCAL_USER
 from storage import characters as chars
@@ -41,9 +41,9 @@ def remote(openai_server: str, model: str, **changes) -> RemoteBackend:
     return RemoteBackend(Settings(backend="openai", api_base=openai_server, api_model=model, **changes))
 
 
-def _image(colour: str) -> PromptImage:
+def _image(colour: str) -> Picture:
     prepared = prepare_image(encode(Image.new("RGB", (40, 40), colour), "PNG"), f"{colour}.png")
-    return PromptImage(prepared.sha256, prepared.data)
+    return prepared
 
 
 # -- the chat, end to end, through the pages ---------------------------------------------------------

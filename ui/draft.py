@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import streamlit as st
 
 from core.base.errors import UserError
+from core.base.sheets import Picture
 from core.model.backend import Backend
-from core.model.prompts import PromptImage
 from core.services.draft import FIELDS, parse_draft, read_sheet
 from ui.chat import ensure_ready, failure_notice
 from ui.language import lang, reply_language, say, tr
@@ -52,7 +52,7 @@ def apply_draft(suffix: str | int) -> None:
 
 
 def draft_controls(
-    backend: Backend, suffix: str | int, images: Sequence[PromptImage] | Callable[[], Sequence[PromptImage]]
+    backend: Backend, suffix: str | int, images: Sequence[Picture] | Callable[[], Sequence[Picture]]
 ) -> None:
     """The "Read the sheet" buttons, and the draft streaming in when one is clicked. `images`: the
     pictures, or a function that reads them (only called when a draft starts)."""
@@ -77,7 +77,7 @@ def draft_controls(
             _stream_draft(backend, suffix, images() if callable(images) else images, only)
 
 
-def _stream_draft(backend: Backend, suffix: str | int, images: Sequence[PromptImage], only: str | None) -> None:
+def _stream_draft(backend: Backend, suffix: str | int, images: Sequence[Picture], only: str | None) -> None:
     if not ensure_ready(backend):
         failure_notice(backend.status(), key=f"draft_retry_{suffix}", on_click=st.session_state.update,
                        kwargs={"retry_model": True, f"draft_redo_{suffix}": (only,)})  # fmt: skip

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.base.errors import UserError
 from core.base.i18n import UI_LANGUAGES, Text, known, t, ui_language_for
-from core.model.prompts import DEFAULT_LANGUAGE, reply_language_for
+from core.base.languages import DEFAULT_LANGUAGE, reply_language_for
 from ui.markdown import Safe, guard_start, inert_line
 
 CHOICE = "ui_lang_choice"

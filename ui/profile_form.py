@@ -11,8 +11,8 @@ from typing import Any
 import streamlit as st
 
 from core.base.i18n import STRINGS
+from core.base.languages import REPLY_LANGUAGES
 from core.base.profile import BY_NAME, ProfileField, join_greetings, split_greetings, split_tags
-from core.model.prompts import REPLY_LANGUAGES
 from ui.language import tr
 
 

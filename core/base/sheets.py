@@ -54,17 +54,39 @@ class ImageLimits:
 
 
 @dataclass(frozen=True)
-class PreparedImage:
-    """A normalized image: RGB PNG bytes, their size and hash, and a small JPEG thumbnail."""
+class Picture:
+    """A normalized picture, as the model sees it and pages name it: its PNG bytes, identified by their
+    sha256 (the pixel cache's and a server's prefix cache's key), with the name people know it by."""
 
-    data: bytes = field(repr=False)
+    sha256: str
+    data: bytes = field(repr=False, compare=False)
+    name: str = field(default="", compare=False)
+
+    @classmethod
+    def of(cls, stored: Any) -> Picture:
+        """From a stored one (`storage.images.Stored`: its row and full bytes)."""
+        return cls(stored.row.sha256, stored.data, stored.row.original_name)
+
+    def pixels(self) -> Image.Image:
+        """The picture decoded (RGB); a damaged one is `ImageRejected` naming it, never a bare OSError."""
+        return decode(self.data, self.name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedImage(Picture):
+    """An upload validated and normalized (RGB PNG, longest side capped), with what a stored row keeps
+    beside it: a small JPEG thumbnail, its size, and the format it came in."""
+
     thumbnail: bytes = field(repr=False)
     width: int
     height: int
-    sha256: str
-    original_name: str = ""
     original_format: str = ""
     mime_type: str = STORED_MIME
+
+    @property
+    def original_name(self) -> str:
+        """The name as a stored row keeps it (`storage.tables.ImageData`)."""
+        return self.name
 
 
 def safe_name(name: str, limit: int = 120) -> str:
@@ -97,7 +119,7 @@ def prepare_image(data: bytes, name: str = "", limits: ImageLimits | None = None
         width=image.width,
         height=image.height,
         sha256=hashlib.sha256(png).hexdigest(),
-        original_name=name,
+        name=name,
         original_format=fmt,
     )
 

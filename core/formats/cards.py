@@ -28,11 +28,11 @@ from PIL import Image, PngImagePlugin
 
 from core.base.errors import UserError
 from core.base.i18n import Text
+from core.base.languages import reply_language_for
 from core.base.profile import CARD_LIST_FIELDS as LIST_FIELDS
 from core.base.profile import CARD_TEXT_FIELDS as TEXT_FIELDS
 from core.base.profile import MAX_LINE, MAX_TEXT, split_tags
 from core.base.text import JSONTooDeep, clean, clean_text, dumps, loads
-from core.model.prompts import reply_language_for
 
 NAMESPACE = "refsheet_chat"  # our key inside `extensions`
 V3_ONLY = ("nickname", "creator_notes_multilingual", "source", "group_only_greetings", "assets", "creation_date",

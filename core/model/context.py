@@ -8,13 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from core.base.sheets import Picture
 from core.model.backend import ContextOverflow, ReplyRequest
-from core.model.prompts import PromptImage, build_messages, prefix_message
+from core.model.prompts import build_messages, prefix_message
 
 Counter = Callable[[list[dict[str, Any]]], int]  # chat-template messages → prompt tokens
 
 
-def fit(request: ReplyRequest, count: Counter, limit: int) -> tuple[list[dict[str, Any]], list[PromptImage], int]:
+def fit(request: ReplyRequest, count: Counter, limit: int) -> tuple[list[dict[str, Any]], list[Picture], int]:
     """Messages (and their images) that leave room for the reply (and for the reply so far, when one
     is continued), and how many turns were dropped.
 
@@ -30,9 +31,9 @@ def fit(request: ReplyRequest, count: Counter, limit: int) -> tuple[list[dict[st
     starts = [0, *(i for i in range(1, len(history) - 1) if history[i].role == "assistant")]
     if len(history) > 1:
         starts.append(len(history) - 1)
-    tried: dict[int, tuple[list[dict[str, Any]], list[PromptImage], int]] = {}
+    tried: dict[int, tuple[list[dict[str, Any]], list[Picture], int]] = {}
 
-    def attempt(start: int) -> tuple[list[dict[str, Any]], list[PromptImage], int]:
+    def attempt(start: int) -> tuple[list[dict[str, Any]], list[Picture], int]:
         if start not in tried:
             messages, images = build_messages(request.prefix, history[start:])
             tried[start] = (messages, images, count(messages))

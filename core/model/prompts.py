@@ -11,67 +11,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from core.base.languages import language_name
 from core.base.lore import Lorebook, LoreEntry
 from core.base.profile import Profile
-from core.base.sheets import decode
-
-if TYPE_CHECKING:
-    from PIL import Image
-
-# The seed's ten reply languages: the name shown, and how the instruction names it.
-REPLY_LANGUAGES: dict[str, str] = {
-    "English": "English",
-    "简体中文": "Simplified Chinese (简体中文)",
-    "繁體中文": "Traditional Chinese (繁體中文)",
-    "日本語": "Japanese (日本語)",
-    "한국어": "Korean (한국어)",
-    "Français": "French (Français)",
-    "Deutsch": "German (Deutsch)",
-    "Español": "Spanish (Español)",
-    "Русский": "Russian (Русский)",
-    "العربية": "Arabic (العربية)",
-}
-DEFAULT_LANGUAGE = "English"
-# Language tags (BCP 47, as cards and browsers write them) for each reply language.
-LANGUAGE_TAGS: dict[str, str] = {
-    "en": "English", "zh": "简体中文", "zh-cn": "简体中文", "zh-hans": "简体中文", "zh-sg": "简体中文",
-    "zh-tw": "繁體中文", "zh-hant": "繁體中文", "zh-hk": "繁體中文", "ja": "日本語", "ko": "한국어",
-    "fr": "Français", "de": "Deutsch", "es": "Español", "ru": "Русский", "ar": "العربية",
-}  # fmt: skip
-
-
-def reply_language_for(tag: str) -> str | None:
-    """The reply language a tag such as "ja", "zh-TW" or "en_US" names, if it is one of ours."""
-    tag = str(tag).strip().lower().replace("_", "-")
-    return LANGUAGE_TAGS.get(tag) or LANGUAGE_TAGS.get(tag.split("-")[0])
-
-
-@dataclass(frozen=True)
-class PromptImage:
-    """A normalized image the model will see, identified by its sha256 (the pixel-cache key); `name`
-    says which picture it is when it cannot be read."""
-
-    sha256: str
-    data: bytes = field(repr=False, compare=False)
-    name: str = field(default="", compare=False)
-
-    @classmethod
-    def of(cls, picture: Any) -> PromptImage:
-        """From a stored picture (`storage.images.Picture`: its row and full bytes)."""
-        return cls(picture.row.sha256, picture.data, picture.row.original_name)
-
-    def pixels(self) -> Image.Image:
-        """The picture decoded (RGB); a damaged one is `ImageRejected` naming it, never a bare OSError."""
-        return decode(self.data, self.name)
+from core.base.sheets import Picture
 
 
 @dataclass(frozen=True)
 class Turn:
     role: str  # "user" | "assistant"
     text: str
-    images: tuple[PromptImage, ...] = ()
+    images: tuple[Picture, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,7 +31,7 @@ class CharacterPrompt:
     """The character prefix: instruction, sheets (main first) and the kickoff line."""
 
     instruction: str
-    sheets: tuple[PromptImage, ...]
+    sheets: tuple[Picture, ...]
     kickoff: str
     lore: Lorebook = field(default_factory=Lorebook)  # keyword entries, added to the turns that mention them
 
@@ -103,10 +55,6 @@ def fill_placeholders(text: str, name: str, user: str = "you") -> str:
         .replace("{{User}}", user)
         .replace("<USER>", user)
     )
-
-
-def language_name(language: str) -> str:
-    return REPLY_LANGUAGES.get(language, language or DEFAULT_LANGUAGE)
 
 
 def build_instruction(
@@ -163,7 +111,7 @@ def kickoff_line(profile: Profile) -> str:
 
 def character_prompt(
     profile: Profile,
-    sheets: Sequence[PromptImage],
+    sheets: Sequence[Picture],
     lore: Lorebook | None = None,
     user: str = "you",
     about_user: str = "",
@@ -194,7 +142,7 @@ def prefix_message(prefix: CharacterPrompt) -> dict[str, Any]:
     return {"role": "user", "content": content}
 
 
-def build_messages(prefix: CharacterPrompt, history: Sequence[Turn]) -> tuple[list[dict[str, Any]], list[PromptImage]]:
+def build_messages(prefix: CharacterPrompt, history: Sequence[Turn]) -> tuple[list[dict[str, Any]], list[Picture]]:
     """Chat-template messages and the images in the order their placeholders appear.
 
     Consecutive turns of one role (after a deletion, say) are merged, since Gemma needs user and

@@ -19,16 +19,16 @@ from core.base.errors import Refused
 from core.base.i18n import Text
 from core.base.lore import Lorebook
 from core.base.profile import BY_NAME, FIELDS, Profile, profile_of
-from core.base.sheets import ImageLimits, ImageRejected, PreparedImage, prepare_image
+from core.base.sheets import ImageLimits, ImageRejected, Picture, PreparedImage, prepare_image
 from core.base.text import clean, one_line
 from core.formats.cards import MAX_CARD_BYTES, import_card, png_card_size, read_card, write_card_png
 from core.formats.charx import is_charx, read_charx, write_charx
 from core.model.backend import Backend
-from core.model.prompts import CharacterPrompt, PromptImage, character_prompt
+from core.model.prompts import CharacterPrompt, character_prompt
 from core.services import access
 from core.services.users import Actor
 from storage import characters as chars
-from storage.images import Picture, image_sizes
+from storage.images import Stored, image_sizes
 from storage.tables import Character, SheetImage
 
 
@@ -111,7 +111,7 @@ def images(db: Engine, actor: Actor, character_id: int) -> list[SheetImage]:
         return chars.get_images(session, character_id)
 
 
-def main_sheet(db: Engine, actor: Actor, character_id: int) -> Picture[SheetImage]:
+def main_sheet(db: Engine, actor: Actor, character_id: int) -> Stored[SheetImage]:
     """The main sheet's row (thumbnail, names) with its full picture, for showing it."""
     with Session(db) as session:
         access.character(session, actor, character_id)
@@ -121,11 +121,11 @@ def main_sheet(db: Engine, actor: Actor, character_id: int) -> Picture[SheetImag
         return sheet
 
 
-def prompt_images(db: Engine, actor: Actor, character_id: int) -> list[PromptImage]:
+def prompt_images(db: Engine, actor: Actor, character_id: int) -> list[Picture]:
     """Every reference image as the model sees it (main sheet first): for reading the sheet again."""
     with Session(db) as session:
         access.character(session, actor, character_id)
-        return [PromptImage.of(picture) for picture in chars.sheets(session, character_id)]
+        return [Picture.of(picture) for picture in chars.sheets(session, character_id)]
 
 
 def add_images(db: Engine, actor: Actor, character_id: int, new: Sequence[PreparedImage]) -> None:
@@ -168,7 +168,7 @@ def lore(character: Character) -> Lorebook:
 def character_prefix(session: Session, character: Character, actor: Actor) -> CharacterPrompt:
     """The character as the model meets it: instruction, every reference image (main sheet first), lore,
     and who it talks to (the actor's persona: {{user}} in its card)."""
-    sheets = [PromptImage.of(picture) for picture in chars.sheets(session, character.id)]
+    sheets = [Picture.of(picture) for picture in chars.sheets(session, character.id)]
     persona = actor.persona.description
     return character_prompt(profile_of(character), sheets, lore(character), actor.user_name, persona)
 

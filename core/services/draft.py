@@ -17,11 +17,13 @@ from typing import Any
 
 import json_repair
 
+from core.base.languages import language_name
 from core.base.profile import MAX_LINE, MAX_TEXT, split_tags
 from core.base.sampling import SamplerSettings
+from core.base.sheets import Picture
 from core.base.text import clean_text
 from core.model.backend import Backend, OnProgress, ReplyRequest, ReplyStream
-from core.model.prompts import CharacterPrompt, PromptImage, Turn, language_name
+from core.model.prompts import CharacterPrompt, Turn
 
 # What the model writes (its JSON keys, with what each should hold), and the profile field each fills.
 SCHEMA: dict[str, tuple[str, str]] = {
@@ -57,7 +59,7 @@ class Draft:
         return tuple(name for name in FIELDS if self.fields.get(name))
 
 
-def draft_prefix(images: Sequence[PromptImage], notes: str, language: str) -> CharacterPrompt:
+def draft_prefix(images: Sequence[Picture], notes: str, language: str) -> CharacterPrompt:
     """What the model reads before any task: the pictures and the notes (the same for every field)."""
     if not images:
         raise ValueError("Reading the sheet needs at least the main reference sheet.")
@@ -87,7 +89,7 @@ def draft_task(only: str | None = None, name: str = "") -> str:
 
 
 def draft_request(
-    images: Sequence[PromptImage], notes: str, language: str, only: str | None = None, name: str = ""
+    images: Sequence[Picture], notes: str, language: str, only: str | None = None, name: str = ""
 ) -> ReplyRequest:
     """The request for a draft: the fixed prefix, then the task as the user's next turn."""
     if only is not None and only not in KEYS_FOR:
@@ -117,7 +119,7 @@ class DraftRun:
 
 def read_sheet(
     backend: Backend,
-    images: Sequence[PromptImage],
+    images: Sequence[Picture],
     notes: str,
     language: str,
     *,

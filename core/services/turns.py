@@ -24,10 +24,10 @@ from sqlmodel import Session
 
 from core.base.errors import NotFound, UserError
 from core.base.i18n import Text, known
-from core.base.sheets import PreparedImage
+from core.base.sheets import Picture, PreparedImage
 from core.base.text import clean_text
 from core.model.backend import GenerationStats, OnProgress, Replier, ReplyRequest, ReplyStream
-from core.model.prompts import PromptImage, Turn
+from core.model.prompts import Turn
 from core.services import access
 from core.services.characters import character_prefix
 from core.services.conversations import sampler
@@ -153,7 +153,7 @@ def _request(session: Session, actor: Actor, conversation_id: int, before_turn: 
             break
         if m.status == MessageStatus.ERROR and not m.text:
             continue
-        images = tuple(PromptImage.of(picture) for picture in convs.attachment_pictures(session, m))
+        images = tuple(Picture.of(picture) for picture in convs.attachment_pictures(session, m))
         history.append(Turn(m.role, m.text, images))
     return ReplyRequest(
         prefix=character_prefix(session, character, actor),

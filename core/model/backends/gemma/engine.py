@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.base.i18n import Text
+from core.base.sheets import Picture
 from core.model.backend import Cancelled, GenerationStats, OnProgress, ReplyRequest, ReplyStream, Reporter
 from core.model.backends.gemma import model_thread
 from core.model.backends.gemma.kvcache import KVStore
 from core.model.backends.gemma.model import ModelHandle
 from core.model.backends.gemma.streaming import TokenStreamer, stop_criterion
 from core.model.context import fit
-from core.model.prompts import CharacterPrompt, PromptImage, build_messages, prefix_message
+from core.model.prompts import CharacterPrompt, build_messages, prefix_message
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Encoded:
 
     input_ids: Any  # LongTensor [1, n]
     token_type_ids: Any  # LongTensor [1, n]; 1 on image soft tokens
-    images: list[PromptImage]
+    images: list[Picture]
     boi_positions: list[int]
     prefix_ids: list[int]  # the character prefix alone, generation prompt included
 
@@ -117,7 +118,7 @@ class PixelCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def get(self, image: PromptImage) -> Any:
+    def get(self, image: Picture) -> Any:
         with self._lock:
             if image.sha256 in self._items:
                 self._items.move_to_end(image.sha256)
@@ -153,7 +154,7 @@ class ChatEngine:
     def encode(
         self,
         messages: list[dict[str, Any]],
-        images: Sequence[PromptImage],
+        images: Sequence[Picture],
         prefix_ids: Sequence[int] = (),
         continuation: str = "",
     ) -> Encoded:
@@ -193,7 +194,7 @@ class ChatEngine:
         report = self.kv.report() if self.kv is not None else {}
         return {**report, "pixel_hits": self.pixels.hits, "pixel_misses": self.pixels.misses} if report else {}
 
-    def fit(self, request: ReplyRequest) -> tuple[list[dict[str, Any]], list[PromptImage], int]:
+    def fit(self, request: ReplyRequest) -> tuple[list[dict[str, Any]], list[Picture], int]:
         """Messages that fit the context budget, dropping the oldest turns (never the prefix)."""
         return fit(request, self.count_tokens, self.handle.context_limit)
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from core.base.i18n import Text
 from core.base.sampling import SamplerSettings
 from core.base.settings import Settings
+from core.base.sheets import Picture
 from core.model.backend import (
     BackendError,
     BackendStatus,
@@ -38,7 +39,7 @@ from core.model.backend import (
     Reporter,
 )
 from core.model.context import fit
-from core.model.prompts import CharacterPrompt, PromptImage, build_messages
+from core.model.prompts import CharacterPrompt, build_messages
 
 # What servers say when the model takes no images (llama.cpp without its mmproj, vLLM with a text model…).
 NO_VISION = ("image input is not supported", "not a multimodal model", "does not support image", "image_url",
@@ -259,7 +260,7 @@ class RemoteBackend:
 
         buf = io.BytesIO()
         Image.new("RGB", (32, 32), (200, 80, 120)).save(buf, format="PNG")
-        probe = PromptImage(hashlib.sha256(buf.getvalue()).hexdigest(), buf.getvalue())
+        probe = Picture(hashlib.sha256(buf.getvalue()).hexdigest(), buf.getvalue())
         text = {"type": "text", "text": "Hi"}
         picture = {"type": "image_url", "image_url": {"url": self._data_uri(probe)}}
         client = self._openai().with_options(timeout=self.settings.api_timeout, max_retries=0)
@@ -296,7 +297,7 @@ class RemoteBackend:
     def _body(
         self,
         messages: list[dict[str, Any]],
-        images: list[PromptImage],
+        images: list[Picture],
         sampler: SamplerSettings,
         continuation: str = "",
     ) -> dict[str, Any]:
@@ -348,7 +349,7 @@ class RemoteBackend:
         with self._lock:
             self._sampler_extras = False
 
-    def _data_uri(self, image: PromptImage) -> str:
+    def _data_uri(self, image: Picture) -> str:
         """The image as the model will see it, at most `api_image_side` pixels a side, as a JPEG data
         URI; made once per image (and identical every time, so a server's prefix cache matches)."""
         with self._lock:
