@@ -1,20 +1,19 @@
 """RefSheet Chat: chat with a character, played by Gemma 3 from its reference sheet.
 
-This file is the router. The pages (Home, Create, Library, Chat) are listed in
-`ui.navigation.navigation()` and live in `pages/`; they call the services in `core/`.
+`streamlit run Home.py` reads this file twice over. Imported (as the module `Home`), it is the server,
+`app`: the database migrated at start-up, a `/ready` check for load balancers, and an error id
+instead of a traceback (`ui.server`). Run for each page view (as `__main__`), it is the router,
+`ui.navigation.route()`: the pages (Home, Create, Library, Chat) live in `pages/` and call the
+services in `core/`.
 """
 
 import streamlit as st
 
-from core.base.errors import UserError
-from ui import resources
-from ui.language import say
-from ui.navigation import navigation
+if __name__ == "__main__":
+    from ui.navigation import route
 
-if resources.settings().preload:
-    resources.backend()  # REFSHEET_PRELOAD: the model starts loading at the first page view, whichever page
+    route()
+else:
+    from ui.server import lifespan, on_script_error, routes
 
-try:
-    navigation().run()
-except UserError as problem:  # one a page did not catch (a full disk, say): said plainly, never a traceback
-    st.error(say(problem), icon=":material/error:")
+    app = st.App("Home.py", lifespan=lifespan, routes=routes(), on_script_error=on_script_error)

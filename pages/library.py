@@ -1,17 +1,19 @@
-"""Library: every character as a card; search, edit (fields and images), duplicate, delete, chat."""
+"""Library: every character as a card; search, edit (fields and images), duplicate, delete, chat.
+
+The editor is part of the URL, `/library?edit=<id>`, so a link or a reload opens it again."""
 
 import streamlit as st
 
-from core.base.errors import NotFound, UserError
+from core.base.errors import Refused, UserError
 from core.base.profile import EDITABLE
 from core.base.sheets import UPLOAD_EXTENSIONS
 from core.services import characters
-from ui import resources
-from ui.backup import backup_panel
-from ui.draft import apply_draft, draft_controls
+from ui import resources, state
+from ui.backup import backup_panel, card_exports
+from ui.character_form import Submit, character_form
 from ui.language import say, tr
 from ui.markdown import inert_line
-from ui.profile_form import profile_inputs
+from ui.state import ChatView, LibraryView
 from ui.team import hand_over_panel, ownership, share_switch
 from ui.widgets import (
     ask_to_confirm,
@@ -19,7 +21,7 @@ from ui.widgets import (
     confirmation,
     forget_uploads,
     local_time,
-    lore_list,
+    other_pictures_panel,
     page_setup,
     picture,
     square_thumbnail,
@@ -32,19 +34,25 @@ NOTE_LENGTH = 90  # a line of the notes on each card: enough to tell same-named 
 
 page_setup()
 db, actor, backend = resources.db(), resources.actor(), resources.backend()
+view = LibraryView.from_query(st.query_params)
 st.title(tr("library.title"))
 
 
+def forget_editor() -> None:
+    """The editor's inputs are forgotten once it is left, so reopening shows the character as stored."""
+    if (shown := state.EDITOR_SHOWN.pop()) is not None:
+        state.forget_fields(EDITABLE, state.editor_inputs(shown))
+
+
 def close_editor() -> None:
-    """Leave the editor; its inputs are forgotten, so reopening shows the character as stored."""
-    if (editing := st.session_state.pop("editing", None)) is not None:
-        for name in EDITABLE:
-            st.session_state.pop(f"{name}_e{editing}", None)
+    """Back: the library's cards again."""
+    forget_editor()
+    LibraryView().show()
 
 
 def delete_character(character_id: int, name: str, conversations: int) -> None:
     characters.delete(db, actor, character_id)
-    if st.session_state.get("editing") == character_id:
+    if view.edit == character_id:
         close_editor()
     st.toast(tr("library.deleted", name=name), icon=":material/delete:")
 
@@ -57,10 +65,10 @@ def act(action, *args, warm: int | None = None) -> None:
         if warm is not None:
             characters.warm_up(db, actor, backend, warm)
     except UserError as exc:
-        st.session_state.library_error = say(exc)
+        state.LIBRARY_ERROR.set(say(exc))
 
 
-if error := st.session_state.pop("library_error", None):
+if error := state.LIBRARY_ERROR.pop():
     st.error(error, icon=":material/error:")
 
 confirmation(
@@ -71,53 +79,45 @@ confirmation(
 )
 
 
-def editor(character_id: int) -> None:
+def editable(character_id: int):
+    """The character to edit, with its images. Someone else's private one, or one that is not there,
+    is `NotFound` (the services say so); one shared by someone else is theirs to change."""
+    character = characters.get(db, actor, character_id)
+    if character.owner_id != actor.id:
+        raise Refused("not_yours", name=character.name)
+    return character, characters.images(db, actor, character_id)
+
+
+def editor(character, images) -> None:
     """Edit one character's profile fields and reference images."""
-    try:
-        character = characters.get(db, actor, character_id)
-        images = characters.images(db, actor, character_id)
-    except NotFound:
-        close_editor()
-        st.rerun()
+    character_id = character.id
+    state.EDITOR_SHOWN.set(character_id)
     st.button(tr("library.back"), icon=":material/arrow_back:", on_click=close_editor)
     st.subheader(inert_line(character.name) or tr("common.unnamed"))
     share_switch(character, actor)
 
-    suffix = f"e{character_id}"  # the inputs keep their values under `<field>_e<id>`: a draft can fill them
-    apply_draft(suffix)
-    draft_controls(backend, suffix, lambda: characters.prompt_images(db, actor, character_id))
-    with st.form(f"edit_{character_id}"):
-        changes = profile_inputs(EDITABLE, character.model_dump(), key_suffix=suffix)
-        if st.form_submit_button(tr("common.save"), type="primary", icon=":material/save:"):
-            try:
-                characters.update(db, actor, character_id, changes)
-                characters.warm_up(db, actor, backend, character_id)
-            except UserError as exc:
-                st.error(say(exc), icon=":material/error:")
-            else:
-                st.toast(tr("library.saved"), icon=":material/save:")
-                st.rerun()
+    def save(changes: dict) -> None:
+        try:
+            characters.update(db, actor, character_id, changes)
+            characters.warm_up(db, actor, backend, character_id)
+        except UserError as exc:
+            st.error(say(exc), icon=":material/error:")
+        else:
+            st.toast(tr("library.saved"), icon=":material/save:")
+            st.rerun()
 
-    png, charx = st.columns(2)
-    fits = characters.png_card_fits(db, actor, character_id)  # measured from stored sizes; no picture read
-    png.download_button(
-        tr("library.export_card"),
-        data=lambda: characters.export_card(db, actor, character_id),  # built only when clicked
-        file_name=f"{character.name or 'character'}.png",
-        mime="image/png",
-        icon=":material/download:",
-        disabled=not fits,
-        help=None if fits else tr("library.png_too_large"),
-    )
-    charx.download_button(
-        tr("library.export_charx"),
-        data=lambda: characters.export_charx(db, actor, character_id),  # every reference image, as files
-        file_name=f"{character.name or 'character'}.charx",
-        mime="application/zip",
-        icon=":material/folder_zip:",
+    character_form(
+        backend,
+        state.editor_inputs(character_id),
+        lambda: characters.prompt_images(db, actor, character_id),  # read only when a draft starts
+        fields=EDITABLE,
+        values=character.model_dump(),
+        book=characters.lore(character),
+        submit=Submit(tr("common.save"), ":material/save:", save),
+        one_form=state.key.editor_form(character_id),
     )
 
-    lore_list(characters.lore(character))  # from an imported card: what the character may draw on
+    card_exports(actor, character)
 
     st.subheader(tr("library.images"))
     cols = st.columns(4)
@@ -126,20 +126,20 @@ def editor(character_id: int) -> None:
             caption = tr("create.main_caption") if image.position == 0 else inert_line(image.original_name)
             picture(image.thumbnail, image.original_name, caption=caption)
             if image.position != 0:
-                st.button(tr("library.make_main"), key=f"main_{image.id}", icon=":material/star:",
+                st.button(tr("library.make_main"), key=state.key.make_main(image.id), icon=":material/star:",
                           on_click=act, args=(characters.set_main_image, character_id, image.id),
                           kwargs={"warm": character_id})  # fmt: skip
             if len(images) > 1:
-                st.button(tr("library.remove_image"), key=f"remove_{image.id}", icon=":material/close:",
+                st.button(tr("library.remove_image"), key=state.key.remove_image(image.id), icon=":material/close:",
                           on_click=act, args=(characters.remove_image, character_id, image.id),
                           kwargs={"warm": character_id})  # fmt: skip
-    round_ = st.session_state.get("add_round", 0)
+    round_ = state.ADD_ROUND.get(0)
     uploads = st.file_uploader(
         tr("library.add_images"),
         type=UPLOAD_EXTENSIONS,
         accept_multiple_files=True,
         help=upload_help("create.extra_help"),
-        key=f"add_{character_id}_{round_}",
+        key=state.key.add_images(character_id, round_),
     )
     prepared, errors = checked_uploads(uploads or [])
     for message in errors:
@@ -147,26 +147,35 @@ def editor(character_id: int) -> None:
     if prepared and not errors and st.button(tr("library.add_button"), icon=":material/add_photo_alternate:"):
         act(characters.add_images, character_id, prepared, warm=character_id)
         forget_uploads()
-        st.session_state.add_round = round_ + 1
+        state.ADD_ROUND.set(round_ + 1)
         st.rerun()
+    other_pictures_panel(("character", character_id, character.updated_at), character.extensions or {})
 
 
-if (editing := st.session_state.get("editing")) is not None:
-    editor(editing)
-    st.stop()
+if state.EDITOR_SHOWN.get() not in (None, view.edit):  # left by a link, the menu or the browser's Back
+    forget_editor()
+if view.edit is not None:
+    try:
+        opened = editable(view.edit)
+    except UserError as problem:  # not there, or not theirs: the library, saying so
+        st.warning(say(problem), icon=":material/search_off:")
+        LibraryView().show()
+    else:
+        editor(*opened)
+        st.stop()
 
 hand_over_panel(actor)
 backup_panel(actor)
 query = st.text_input(
     tr("library.search"),
     placeholder=tr("library.search_placeholder"),
-    key="library_query",
-    on_change=lambda: st.session_state.pop("library_page", None),  # a new search starts at its first page
+    key=state.key.LIBRARY_QUERY,
+    on_change=state.LIBRARY_PAGE.pop,  # a new search starts at its first page
 )
 # One page at a time: a run reads PER_PAGE cards (and their thumbnails), however large the library.
 total = characters.count(db, actor, query)
 pages = max(1, -(-total // PER_PAGE))
-page = min(st.session_state.get("library_page", 0), pages - 1)
+page = min(state.LIBRARY_PAGE.get(0), pages - 1)
 summaries = characters.summaries(db, actor, query, limit=PER_PAGE, offset=page * PER_PAGE)
 
 if not summaries:
@@ -203,38 +212,32 @@ for start in range(0, len(summaries), COLUMNS):  # row by row, so the cards of a
                     "pages/chat.py",
                     label=tr("library.chat"),
                     icon=":material/forum:",
-                    query_params={"character": summary.id},
+                    query_params=ChatView(character=summary.id).query,
                 )
             actions = st.container(horizontal=True, gap="small")  # buttons keep their labels and wrap if narrow
-            if mine and actions.button(tr("library.edit"), key=f"edit_{summary.id}", icon=":material/edit:",
-                                       type="tertiary"):  # fmt: skip
-                st.session_state.editing = summary.id
-                st.rerun()
-            if seen and actions.button(
-                tr("library.duplicate"), key=f"dup_{summary.id}", icon=":material/content_copy:", type="tertiary"
-            ):
-                act(characters.duplicate, summary.id, tr("library.copy_suffix"))
-                st.rerun()
-            if (mine or actor.is_admin) and actions.button(
-                tr("common.delete"), key=f"del_{summary.id}", icon=":material/delete:", type="tertiary"
-            ):
-                ask_to_confirm(
-                    "confirm_delete",
-                    character_id=summary.id,
-                    name=summary.name,
-                    conversations=summary.conversation_count,
-                )
-                st.rerun()
+            key, asked = state.key, {"character_id": summary.id, "name": summary.name,
+                                     "conversations": summary.conversation_count}  # fmt: skip
+            if mine:
+                actions.button(tr("library.edit"), key=key.edit_character(summary.id), icon=":material/edit:",
+                               type="tertiary", on_click=LibraryView(edit=summary.id).show)  # fmt: skip
+            if seen:
+                actions.button(tr("library.duplicate"), key=key.duplicate(summary.id), icon=":material/content_copy:",
+                               type="tertiary", on_click=act,
+                               args=(characters.duplicate, summary.id, tr("library.copy_suffix")))  # fmt: skip
+            if mine or actor.is_admin:
+                actions.button(tr("common.delete"), key=key.delete_character(summary.id), icon=":material/delete:",
+                               type="tertiary", on_click=ask_to_confirm, args=("confirm_delete",),
+                               kwargs=asked)  # fmt: skip
 
 
 def turn_page(step: int) -> None:
-    st.session_state.library_page = page + step
+    state.LIBRARY_PAGE.set(page + step)
 
 
 if pages > 1:
     pager = st.container(horizontal=True, vertical_alignment="center")
     pager.button(tr("library.previous"), icon=":material/chevron_left:", disabled=page == 0, on_click=turn_page,
-                 args=(-1,), key="page_back")  # fmt: skip
+                 args=(-1,), key=state.key.PAGE_BACK)  # fmt: skip
     pager.caption(tr("library.page", page=page + 1, pages=pages, count=f"{total:,}"))
     pager.button(tr("library.next"), icon=":material/chevron_right:", disabled=page >= pages - 1, on_click=turn_page,
-                 args=(1,), key="page_next")  # fmt: skip
+                 args=(1,), key=state.key.PAGE_NEXT)  # fmt: skip

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, delete, func, select, update
 
 from storage import images as images_
@@ -53,10 +54,13 @@ def get_conversation(session: Session, conversation_id: int) -> Conversation | N
 
 
 def list_conversations(
-    session: Session, character_id: int | None = None, limit: int | None = None, where: Any = None
+    session: Session, character_id: int | None = None, limit: int | None = None, where: Any = None, light: bool = False
 ) -> list[Conversation]:
-    """Most recently active first: those `where` admits (the caller's access rule; None: all)."""
+    """Most recently active first: those `where` admits (the caller's access rule; None: all). `light`
+    rows leave out `chat_metadata` (an imported chat's settings, megabytes at times) for a list."""
     stmt = select(Conversation).order_by(col(Conversation.updated_at).desc(), col(Conversation.id).desc())
+    if light:
+        stmt = stmt.options(defer(Conversation.chat_metadata))
     if character_id is not None:
         stmt = stmt.where(Conversation.character_id == character_id)
     if where is not None:
@@ -148,6 +152,28 @@ def append_message(
     return message
 
 
+def latest_message(session: Session, conversation_id: int) -> Message | None:
+    """The chosen message of the last turn: what a page showed last, to tell whether it moved on."""
+    stmt = (
+        select(Message)
+        .where(Message.conversation_id == conversation_id, col(Message.chosen).is_(True))
+        .order_by(col(Message.turn).desc())
+        .limit(1)
+    )
+    return session.exec(stmt).first()
+
+
+def writing_before(session: Session, conversation_id: int, turn: int, since: datetime) -> bool:
+    """Whether a reply at an earlier turn is being written (its claim renewed since `since`)."""
+    stmt = select(Message.id).where(
+        Message.conversation_id == conversation_id,
+        Message.turn < turn,
+        Message.status == MessageStatus.WRITING,
+        Message.updated_at >= since,
+    )
+    return session.exec(stmt.limit(1)).first() is not None
+
+
 def insert_conversation(session: Session, conversation: Conversation, messages: Sequence[Message]) -> Conversation:
     """A whole conversation at once, messages with their turns, variants and times already set (an
     imported chat): one flush, in the caller's transaction."""
@@ -184,6 +210,7 @@ def add_variant(
         role=existing[0].role,
         text=text,
         status=str(status),
+        hidden=existing[0].hidden,  # a turn is hidden from the model or not, whichever alternative is shown
     )
     session.add(message)
     _touch(session, conversation_id)
@@ -204,6 +231,30 @@ def choose_variant(session: Session, conversation_id: int, turn: int, variant: i
     _touch(session, conversation_id)
     session.flush()
     return target
+
+
+def set_hidden(session: Session, conversation_id: int, turn: int, hidden: bool) -> bool:
+    """Hide a turn (every alternative) from the model, or show it again; False if the turn is not there."""
+    rows = variants(session, conversation_id, turn)
+    for m in rows:
+        m.hidden = hidden
+        session.add(m)
+    if rows:
+        _touch(session, conversation_id)
+    session.flush()
+    return bool(rows)
+
+
+def speakers(session: Session, conversation_id: int) -> list[str]:
+    """The names an imported chat gives the lines of the character's side (not the user's, not the
+    narrator's), in the order they first speak."""
+    stmt = (
+        select(Message.speaker, func.min(Message.turn))
+        .where(Message.conversation_id == conversation_id, Message.role == Role.ASSISTANT, Message.speaker != "")
+        .group_by(Message.speaker)
+        .order_by(func.min(Message.turn))
+    )
+    return [name for name, _ in session.exec(stmt).all()]
 
 
 def variants(session: Session, conversation_id: int, turn: int) -> list[Message]:
@@ -254,9 +305,48 @@ def list_messages(session: Session, conversation_id: int, last: int | None = Non
     return list(reversed(session.exec(stmt.order_by(col(Message.turn).desc()).limit(last)).all()))
 
 
-def delete_turn(session: Session, conversation_id: int, turn: int) -> None:
-    """Delete one message (with all its alternatives)."""
-    session.exec(delete(Message).where(Message.conversation_id == conversation_id, Message.turn == turn))
+def next_turn(session: Session, conversation_id: int, turn: int) -> Message | None:
+    """The chosen message of the first turn after `turn`, if there is one."""
+    stmt = (
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.turn > turn, col(Message.chosen).is_(True))
+        .order_by(Message.turn)
+        .limit(1)
+    )
+    return session.exec(stmt).first()
+
+
+def delete_chosen(session: Session, conversation_id: int, turn: int) -> bool:
+    """Delete the turn's chosen alternative; the one before it (else after it) is chosen instead, and
+    a turn without alternatives goes whole. False if the turn was not there."""
+    rows = variants(session, conversation_id, turn)
+    chosen = next((m for m in rows if m.chosen), rows[-1] if rows else None)
+    if chosen is None:
+        return False
+    _delete(session, rows, chosen)
+    return True
+
+
+def delete_message(session: Session, message_id: int) -> bool:
+    """Delete one alternative by its id (a reply that came to nothing); if it was the one shown, its
+    neighbour is shown instead. False if it was not there."""
+    message = session.get(Message, message_id)
+    if message is None:
+        return False
+    _delete(session, variants(session, message.conversation_id, message.turn), message)
+    return True
+
+
+def _delete(session: Session, rows: list[Message], target: Message) -> None:
+    """Delete `target`, one of a turn's alternatives `rows`; the one before it (else after it) is
+    chosen instead when it was chosen."""
+    rest = [m for m in rows if m.id != target.id]
+    was_chosen, conversation_id = target.chosen, target.conversation_id
+    session.delete(target)
+    session.flush()
+    if rest and was_chosen:
+        earlier = [m for m in rest if m.variant < target.variant]
+        (earlier[-1] if earlier else rest[0]).chosen = True
     _touch(session, conversation_id)
     session.flush()
     session.expire_all()

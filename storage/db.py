@@ -11,8 +11,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -142,14 +144,91 @@ def make_engine(url: str) -> Engine:
 def alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # The engine itself, never its URL: a password or a socket path holds `%`, which Alembic's
+    # ConfigParser would read as interpolation (and then print, password and all).
     cfg.attributes["engine"] = engine
     return cfg
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` (the app does this at start-up, tests too)."""
-    command.upgrade(alembic_config(engine), revision)
+    """Bring the schema to `revision` (the app does this at start-up, tests too), one process at a
+    time: replicas starting together on an empty database would otherwise both create the tables,
+    and the second fail half-way. The first migrates; the others wait, then find nothing to do."""
+    with migration_lock(engine):
+        command.upgrade(alembic_config(engine), revision)
+
+
+def redacted(text: str, url: str) -> str:
+    """`text` (an error message, say) without the URL's password, as it may appear in it."""
+    password = make_url(url).password
+    for form in {password, quote(password, safe="")} - {None, ""} if password else ():
+        text = text.replace(form, "***")
+    return text
+
+
+def open_database(url: str) -> Engine:
+    """The app's start-up path: refuse a database that is not ours (`DatabaseProblem`), then an
+    engine on it, migrated to the newest schema. Safe to call from several processes at once."""
+    check_database(url, known_revisions())
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+    except Exception:
+        engine.dispose()
+        raise
+    return engine
+
+
+def schema_state(engine: Engine) -> str:
+    """What a readiness probe needs to know: `ready` (reachable, at this version's newest schema),
+    `not_migrated` (empty, or an older schema), `newer` (a later version of the app migrated it),
+    or `unreachable`."""
+    try:
+        with engine.connect() as conn:
+            revision = _revision(conn) if inspect(conn).has_table("alembic_version") else None
+    except Exception:  # noqa: BLE001 - down, refused, a wrong password: all "cannot serve"
+        return "unreachable"
+    if revision == head_revision():
+        return "ready"
+    return "newer" if revision is not None and revision not in known_revisions() else "not_migrated"
+
+
+@cache
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+MIGRATION_LOCK_KEY = 0x5265_6653  # "RefS": PostgreSQL's advisory lock for this app's migrations
+
+
+@contextmanager
+def migration_lock(engine: Engine) -> Iterator[None]:
+    """Held by one process at a time while the schema changes: PostgreSQL's advisory lock (held by
+    a connection of its own, released if the process dies), or a lock file beside a SQLite database.
+    Other databases rely on their own DDL locking."""
+    parsed = engine.url
+    if parsed.get_backend_name() == "postgresql":
+        with engine.connect() as holder:
+            holder.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+            try:
+                yield
+            finally:
+                holder.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+                holder.commit()
+        return
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        from filelock import FileLock
+
+        path = Path(parsed.database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.migrating", timeout=BUSY_TIMEOUT_MS / 1000 * 10):
+            yield
+        return
+    yield
 
 
 def current_revision(engine: Engine) -> str | None:

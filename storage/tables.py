@@ -53,6 +53,8 @@ NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 LOCAL_USER_ID = 1  # the one user of an install without sign-in; the first migration of users creates it
 MAX_LINE = 200  # characters in a one-line profile field: names are indexed, and an index row has a size limit
 MAX_TEXT = 200_000  # characters in a text profile field
+MAX_PERSONA_NAME = 100  # characters
+MAX_PERSONA_DESCRIPTION = 2_000  # characters: a paragraph, read by every character in every reply
 
 
 def _profile_field(kind: str, *, prompt: bool = False, card: bool = True, **options: Any) -> Any:
@@ -73,6 +75,7 @@ def _profile_field(kind: str, *, prompt: bool = False, card: bool = True, **opti
 class Role(StrEnum):
     USER = "user"
     ASSISTANT = "assistant"
+    NARRATOR = "narrator"  # neither side: SillyTavern's `/sys` lines, placed in the prompt as narration
 
 
 class MessageStatus(StrEnum):
@@ -104,36 +107,53 @@ class CharacterProfile(SQLModel):
     character_book: dict[str, Any] | None = _profile_field("data", default=None, nullable=True)
 
 
-class User(SQLModel, table=True):
-    """A person, known by their identity provider's issuer and subject (stable, unlike an email)."""
+class Identity(SQLModel):
+    """Who a person is to their identity provider: its issuer and subject (stable, unlike an email),
+    with the (verified) address and the name it gives. Backups name owners by these."""
+
+    issuer: str
+    subject: str
+    email: str = Field(default="", index=True)
+    name: str = ""
+
+
+class PersonFields(Identity):
+    """A person as a backup carries them: their identity, persona, interface language and visits."""
+
+    persona_name: str = ""  # what characters call this person ({{user}}); the provider's name when empty
+    persona_description: str = ""  # told to the characters: who they are talking with
+    ui_language: str = ""  # the interface language they chose ("": their browser's)
+    first_seen: datetime = Field(default_factory=utcnow)
+    last_seen: datetime = Field(default_factory=utcnow)
+
+
+class User(PersonFields, table=True):
+    """A person, known by their identity provider's issuer and subject."""
 
     __tablename__ = "app_user"  # "user" is a reserved word in PostgreSQL
     __table_args__ = (UniqueConstraint("issuer", "subject"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
-    issuer: str
-    subject: str
-    email: str = Field(default="", index=True)
-    name: str = ""
-    persona_name: str = ""  # what characters call this person ({{user}}); the provider's name when empty
-    persona_description: str = ""  # told to the characters: who they are talking with
-    first_seen: datetime = Field(default_factory=utcnow)
-    last_seen: datetime = Field(default_factory=utcnow)
     # Signing out everywhere, on the identity provider's clock (ID token `iat`, seconds): the newest
     # identity seen, and that value at the last Sign out (identities issued up to it no longer count).
     latest_iat: int | None = Field(default=None, sa_type=BigInteger)
     signed_out_iat: int | None = Field(default=None, sa_type=BigInteger)
 
 
-class Character(CharacterProfile, table=True):
-    __table_args__ = (NEVER_REUSE_IDS,)
+class CharacterFields(SQLModel):
+    """A character's own columns besides its profile and keys: a backup carries these too."""
 
-    id: int | None = Field(default=None, primary_key=True)
     uid: str = _uid()
-    owner_id: int = _owner()
     shared: bool = Field(default=False, index=True)  # the team may see it, chat with it and copy it
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Character(CharacterProfile, CharacterFields, table=True):
+    __table_args__ = (NEVER_REUSE_IDS,)
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: int = _owner()
 
 
 class ImageData(Protocol):
@@ -148,19 +168,23 @@ class ImageData(Protocol):
     mime_type: str
 
 
-class StoredImage(SQLModel):
-    """What every stored picture carries: normalized by `core.base.sheets.prepare_image`, with a thumbnail.
-
-    The full picture lives apart, in its `ImageBytes` table: lists read these rows (names and
-    thumbnails) and must not page through megabytes of blob to reach them."""
+class PictureFacts(SQLModel):
+    """What is known of a stored picture besides its bytes: a backup carries these too."""
 
     original_name: str = ""
     mime_type: str = "image/png"
     width: int
     height: int
     sha256: str = Field(index=True)
-    thumbnail: bytes = Field(sa_type=LargeBinary, nullable=False)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class StoredImage(PictureFacts):
+    """What every stored picture's row carries: normalized by `core.base.sheets.prepare_image`, with a
+    thumbnail. The full picture lives apart, in its `ImageBytes` table: lists read these rows (names
+    and thumbnails) and must not page through megabytes of blob to reach them."""
+
+    thumbnail: bytes = Field(sa_type=LargeBinary, nullable=False)
 
     @classmethod
     def from_image(cls, image: ImageData, **keys: Any) -> Self:
@@ -190,17 +214,24 @@ class SheetImageBytes(ImageBytes, table=True):
     image_id: int = Field(sa_column=Column(Integer, ForeignKey("sheetimage.id", ondelete="CASCADE"), primary_key=True))
 
 
-class Conversation(SQLModel, table=True):
+class ConversationFields(SQLModel):
+    """A conversation's own columns besides its keys: a backup carries these too."""
+
+    uid: str = _uid()
+    title: str = ""
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # An imported chat's own settings (SillyTavern's `chat_metadata`: the author's note…), written back on export
+    chat_metadata: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Conversation(ConversationFields, table=True):
     __table_args__ = (NEVER_REUSE_IDS,)
 
     id: int | None = Field(default=None, primary_key=True)
-    uid: str = _uid()
     character_id: int = _fk("character.id")
     owner_id: int = _owner()  # whoever talks: private to them, even with someone else's shared character
-    title: str = ""
-    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class Attachment(StoredImage, table=True):
@@ -216,19 +247,29 @@ class AttachmentBytes(ImageBytes, table=True):
     image_id: int = Field(sa_column=Column(Integer, ForeignKey("attachment.id", ondelete="CASCADE"), primary_key=True))
 
 
-class Message(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("conversation_id", "turn", "variant"), NEVER_REUSE_IDS)
+class MessageFields(SQLModel):
+    """A message as a backup carries it (without its conversation and attachment keys)."""
 
-    id: int | None = Field(default=None, primary_key=True)
-    conversation_id: int = _fk("conversation.id")
     turn: int = Field(default=0, index=True)  # 0, 1, 2 … in story order
     variant: int = 0  # alternatives for the same turn (regenerate)
     chosen: bool = True
     role: str = Role.USER
     text: str = ""
-    attachment_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     status: str = MessageStatus.COMPLETE
     error: str = ""
     stats: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    hidden: bool = False  # kept and shown, but left out of what the model reads (SillyTavern's `is_system`)
+    speaker: str = ""  # who said it, as an imported chat names them ("": the user or the character)
+    # What an imported chat file says of this alternative that we do not use ourselves (SillyTavern's
+    # `extra`, `send_date` as written, generation times, its other keys): written back on export.
+    carried: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Message(MessageFields, table=True):
+    __table_args__ = (UniqueConstraint("conversation_id", "turn", "variant"), NEVER_REUSE_IDS)
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = _fk("conversation.id")
+    attachment_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

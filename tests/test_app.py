@@ -148,12 +148,13 @@ def test_chat_full_flow_survives_a_restart(app_env, app_db, neutral_png) -> None
     texts = chat_texts(at)
     assert texts[1][1] == "Tell me about the forest." and len(texts) == 3
     with Session(app_db) as s:
-        assert convs.variant_counts(s, conversation)[2] == 1  # the old replies went with the edit
+        assert convs.variant_counts(s, conversation)[2] == 3  # the replies to the old words stay, as alternatives
 
     at.chat_input[0].set_value("Second question").run()
     assert len(chat_texts(at)) == 5
-    button(at, "", key="del_4").click().run()
-    button(at, "", key="del_3").click().run()
+    for turn in (4, 3):  # each asks first
+        button(at, "", key=f"del_{turn}").click().run()
+        button(at, "", key="confirm_message_delete_yes").click().run()
     assert len(chat_texts(at)) == 3
 
     at.slider[0].set_value(0.3)
@@ -221,7 +222,8 @@ def test_bad_attachment_is_refused_and_the_text_kept(app_env, app_db, neutral_pn
     at.chat_input[0].set_value("Look at my drawing")
     at.chat_input[0].upload("drawing.png", b"not an image at all", "image/png")
     at.run()
-    assert any("Look at my drawing" in w.value for w in at.warning)
+    assert any("back in the box" in w.value for w in at.warning)
+    assert at.chat_input[0].proto.value == "Look at my drawing" and at.chat_input[0].proto.set_value  # to resend
     assert any("is not an image" in e.value for e in at.error)
     with Session(app_db) as s:
         assert s.exec(select(func.count(Message.id))).one() == 1  # only the greeting

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from datetime import UTC, datetime
 
 import pytest
 from PIL import Image
@@ -47,21 +48,33 @@ def test_export_then_import_round_trips_and_keeps_unknown_extensions(engine, car
         image = prepare_image(card.image, "card.png")
         character = chars.create_character(s, [image], **profile_from_card(card))
         character.notes, character.language = "Speaks softly.", "日本語"
+        character.created_at = datetime(2024, 5, 12, 14, 30, tzinfo=UTC)
+        character.updated_at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
         exported = write_card_png(character, image.data)
     v2, v3 = _chunk(exported, "chara"), _chunk(exported, "ccv3")
     assert (v2["spec"], v2["spec_version"], v3["spec"], v3["spec_version"]) == (
         "chara_card_v2", "2.0", "chara_card_v3", "3.0",
     )  # fmt: skip
     assert v2["data"]["extensions"]["world"] == "Eldoria"  # someone else's key survives
-    assert v2["data"]["extensions"][NAMESPACE] == {"notes": "Speaks softly.", "language": "日本語"}
-    again = profile_from_card(read_card(exported))
+    ours = {"notes": "Speaks softly.", "language": "日本語", "composed": {"appearance_line": False}}
+    assert v2["data"]["extensions"][NAMESPACE] == v3["data"]["extensions"][NAMESPACE] == ours  # no stale V3 copy
+    # An app that reads no extension gets the notes and the reply language in the description.
     original = profile_from_card(card)
-    for key in ("name", "description", "first_mes", "creator_notes", "tags", "creator"):
-        assert again[key] == original[key]
-    # The book comes back whole, with the `extensions` SillyTavern's card validator requires of a book.
-    assert again["character_book"] == {"extensions": {}, **original["character_book"]}
+    written = original["description"] + "\n\nSpeaks softly.\n\n{{char}} always speaks Japanese (日本語)."
+    assert v2["data"]["description"] == v3["data"]["description"] == v2["description"] == written
+    # The V3 dates are the character's own (seconds since 1970), not the moment of the export.
+    assert (v3["data"]["creation_date"], v3["data"]["modification_date"]) == (1715524200, 1735787045)
+    again = profile_from_card(read_card(exported))
+    # Nothing of ours stored twice, no V3 copy: only the card's dates, kept to be written back.
+    assert again["extensions"].pop(NAMESPACE) == {
+        "dates": {"creation_date": 1715524200, "modification_date": 1735787045}
+    }
+    for key, value in original.items():
+        if key == "character_book":  # comes back whole, with the `extensions` SillyTavern's validator requires
+            assert again[key] == {"extensions": {}, **value}
+        elif key not in ("notes", "language"):
+            assert again[key] == value, key  # the description as it was: the notes are not in it twice
     assert (again["notes"], again["language"]) == ("Speaks softly.", "日本語")
-    assert "assets" in again["extensions"][NAMESPACE]["v3"]  # read from ccv3, which wins over chara
 
 
 def test_v3_chunk_is_preferred_and_v1_json_works() -> None:

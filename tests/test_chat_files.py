@@ -16,11 +16,12 @@ from core.base.errors import NotFound
 from core.base.sheets import prepare_image
 from core.formats import chat_files
 from core.formats.chat_files import ChatFileError, parse_send_date
+from core.model.prompts import fill_placeholders
 from core.services import characters, conversations, turns
 from core.services.users import LOCAL_USER, Actor
 from storage import conversations as convs
 from storage.db import session_scope
-from storage.tables import Conversation, Message, MessageStatus, Role
+from storage.tables import Character, Conversation, Message, MessageStatus, Role
 from tests.conftest import new_app, person
 from tests.conftest import sheet_image as _image
 
@@ -33,10 +34,13 @@ def _count(engine, table) -> int:
         return s.exec(select(func.count(table.id))).one()
 
 
-def _rows(engine, conversation_id: int) -> list[tuple]:
-    """What a conversation holds, with times to the second (what the file format keeps)."""
+def _rows(engine, conversation_id: int, user: str = LOCAL_USER.user_name) -> list[tuple]:
+    """What a conversation holds, as it reads ({{char}} and {{user}} filled, as when shown and
+    exported; stored, they stay macros), with times to the second (what the file format keeps)."""
     with Session(engine) as s:
-        return [(m.turn, m.variant, m.chosen, m.role, m.text, m.created_at.replace(microsecond=0, tzinfo=None))
+        name = s.get(Character, s.get(Conversation, conversation_id).character_id).name
+        return [(m.turn, m.variant, m.chosen, m.role, fill_placeholders(m.text, name, user),
+                 m.created_at.replace(microsecond=0, tzinfo=None))
                 for m in convs.all_messages(s, conversation_id)]  # fmt: skip
 
 

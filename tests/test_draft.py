@@ -104,9 +104,9 @@ def test_stop_ends_a_draft_with_what_came(backend, sheet) -> None:
 
 @pytest.mark.slow
 def test_a_draft_through_a_real_openai_compatible_server(openai_server, tiny_checkpoint, sheet) -> None:
-    from core.model.backends.openai.backend import RemoteBackend
+    from core.model.backends.openai.backend import OpenAIBackend
 
-    backend = RemoteBackend(Settings(backend="openai", api_base=openai_server, api_model=str(tiny_checkpoint)))
+    backend = OpenAIBackend(Settings(backend="openai", api_base=openai_server, api_model=str(tiny_checkpoint)))
     backend.prepare()
     run = read_sheet(backend, [sheet], "Guardian of the forest", "English", only="tags")
     text = "".join(run)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import tracemalloc
 import zlib
 
 import pytest
@@ -21,7 +22,16 @@ from sqlalchemy import text
 
 from core.base.errors import UserError
 from core.base.sheets import ImageLimits, ImageRejected, prepare_image
-from core.formats.cards import CardError, import_card, read_card
+from core.formats import cards
+from core.formats.cards import (
+    MAX_ASSETS,
+    MAX_CARD_BYTES,
+    MAX_KEPT_ASSETS,
+    CardError,
+    asset_bytes,
+    import_card,
+    read_card,
+)
 from core.services import characters
 from core.services.users import LOCAL_USER
 from tests.conftest import encode
@@ -138,6 +148,58 @@ def test_unreadable_cards_say_why(raw: bytes, code: str) -> None:
     with pytest.raises(CardError) as info:
         read_card(raw, "card.png")
     assert info.value.code == code and "card.png" in str(info.value)
+
+
+def with_chunks(png: bytes, *chunks: bytes) -> bytes:
+    """The PNG with more chunks just before its IEND."""
+    return png[:-12] + b"".join(chunks) + png[-12:]
+
+
+def test_many_compressed_chunks_are_refused_together_before_they_take_the_memory() -> None:
+    """Each zTXt chunk inflates to just under the limit for one chunk: 40 of them are 640 MB of text in
+    a 0.6 MB file. Chunks of a keyword no card is read from are never inflated at all."""
+    bomb = zlib.compress(b"A" * (MAX_CARD_BYTES - 16), 9)
+    raw = with_chunks(png_card(v2()), *(_chunk(b"zTXt", b"chara-ext-asset_:%d\0\0" % i + bomb) for i in range(40)))
+    assert len(raw) < 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(CardError) as info:
+            read_card(raw, "bomb.png")
+        assert info.value.code == "too_much_text" and "bomb.png" in str(info.value)
+        assert tracemalloc.get_traced_memory()[1] < 4 * MAX_CARD_BYTES  # the budget, not 40 chunks' worth
+        unread = with_chunks(png_card(v2()), *(_chunk(b"zTXt", b"comment%d\0\0" % i + bomb) for i in range(8)))
+        tracemalloc.reset_peak()
+        held = tracemalloc.get_traced_memory()[0]
+        assert read_card(unread, "quiet.png").data["name"] == "Hostile"
+        assert tracemalloc.get_traced_memory()[1] - held < MAX_CARD_BYTES // 4
+    finally:
+        tracemalloc.stop()
+
+
+def test_assets_naming_one_chunk_decode_it_once_and_a_chunk_past_the_budget_never(monkeypatch) -> None:
+    """Thousands of assets may name one `__asset:N` chunk: it is decoded once (not once per asset), one
+    larger than what may be kept is not decoded at all, and past MAX_ASSETS the rest are not read."""
+    decoded = []
+
+    def counted(uri, files, embedded=None):
+        decoded.append(uri)
+        return asset_bytes(uri, files, embedded)
+
+    monkeypatch.setattr(cards, "asset_bytes", counted)
+    small, large = b"s" * 1_000, b"L" * (MAX_KEPT_ASSETS + 1)
+    assets = [{"type": "x-risu-asset", "uri": f"__asset:{1 + i % 2}", "name": f"a{i}", "ext": "bin"}
+              for i in range(MAX_ASSETS + 500)]  # fmt: skip
+    document = {"spec": "chara_card_v3", "spec_version": "3.0", "data": {"name": "Refs", "assets": assets}}
+    files = (
+        _chunk(b"tEXt", b"chara-ext-asset_:%d\0" % n + base64.b64encode(data)) for n, data in ((1, small), (2, large))
+    )
+    imported = import_card(read_card(with_chunks(png_card(document), *files), "refs.png"))
+    assert decoded == ["__asset:1"]  # once, and the chunk past the budget never
+    kept = imported.profile["extensions"]["refsheet_chat"]["v3"]["assets"]
+    assert len(kept) == MAX_ASSETS // 2 and {a["name"] for a in kept} == {f"a{i}" for i in range(0, MAX_ASSETS, 2)}
+    said = [w.render("en") for w in imported.warnings]
+    assert f"has {MAX_ASSETS + 500} items" in said[0] and f"the first {MAX_ASSETS} were read" in said[0]
+    assert said[1].startswith(f"{MAX_ASSETS // 2} of the card's other assets (a1, a3, a5") and len(said[1]) < 600
 
 
 def test_a_card_on_a_picture_too_large_to_open_still_gives_its_card(engine) -> None:

@@ -65,6 +65,7 @@ def test_each_signed_in_person_has_their_own_persona(engine) -> None:
 @pytest.mark.slow
 def test_the_persona_is_set_from_the_sidebar(app_env, app_db) -> None:
     at = new_app("pages/library.py")  # every page has it (Home's live status fragment confuses AppTest's forms)
+    assert any("({{user}} in cards)" in caption.value for caption in at.caption)  # the cards' macro, as cards spell it
     [name] = [t for t in at.sidebar.text_input if t.label == "Your name"]
     name.input("Alex")
     [about] = [t for t in at.sidebar.text_area if t.label == "About you (optional)"]

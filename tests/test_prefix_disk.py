@@ -103,13 +103,13 @@ def test_a_prefix_that_cannot_be_saved_costs_the_reply_nothing(tiny_handle_f32, 
 
 
 def test_a_warm_up_never_loads_the_model(backend, prefix) -> None:
-    backend.warm(prefix)
+    backend.warm("character:1", lambda: prefix)
     assert backend.settle(timeout=5) and not backend.prepared and backend.status().state == "idle"
 
 
 def test_a_new_character_is_read_in_the_background_so_its_first_reply_starts_warm(backend, prefix) -> None:
     backend.prepare()
-    backend.warm(prefix, tag="character:1")
+    backend.warm("character:1", lambda: prefix)
     assert backend.settle(timeout=60)
     engine = backend.engine()
     calls = vision_calls(engine)

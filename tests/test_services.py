@@ -121,3 +121,48 @@ def test_a_name_too_long_for_any_database_index_is_refused_by_length(engine) -> 
     with pytest.raises(Refused, match="at most 200"):
         characters.update(engine, LOCAL_USER, made.id, {"creator": "c" * 201})
     assert _count(engine, Character) == 1 and characters.get(engine, LOCAL_USER, made.id).creator == ""
+
+
+def test_delete_takes_one_alternative_and_edit_keeps_the_old_reply(engine) -> None:
+    """Deleting the reply on screen removes that alternative only (the one before it shows); an
+    edited message keeps the reply to its old words as an alternative of the reply it gets next."""
+    from storage import conversations as convs
+    from storage.db import session_scope
+
+    sera = characters.create(engine, LOCAL_USER, {"name": "Sera", "first_mes": "Hi."}, [_image()])
+    chat = conversations.start(engine, LOCAL_USER, sera.id).id
+    turns.send(engine, LOCAL_USER, chat, "Where am I?")
+    with session_scope(engine) as s:
+        turn = convs.append_message(s, chat, "assistant", "In the glade.").turn
+        convs.add_variant(s, chat, turn, "In the forest.", "complete")
+        convs.add_variant(s, chat, turn, "Somewhere safe.", "complete")
+    turns.send(engine, LOCAL_USER, chat, "And then?")
+
+    turns.delete(engine, LOCAL_USER, chat, turn)  # "Somewhere safe." goes; the one before shows
+    shown = turns.story(engine, LOCAL_USER, chat)
+    assert [b.text for b in shown] == ["Hi.", "Where am I?", "In the forest.", "And then?"]
+    assert (shown[2].variant, shown[2].variants) == (1, 2)
+
+    again = turns.edit(engine, LOCAL_USER, chat, 1, "Where is this?")
+    assert again == turn  # the new words' reply is written as its newest alternative…
+    shown = turns.story(engine, LOCAL_USER, chat)
+    assert [b.text for b in shown] == ["Hi.", "Where is this?", "In the forest."]  # …what came after it went
+    run = turns.reply(engine, LOCAL_USER, _EchoBackend(), chat, regenerate_turn=again)
+    assert "".join(run) == "echo"
+    assert [b.variants for b in turns.story(engine, LOCAL_USER, chat)][2] == 3  # the old replies stay
+
+    for _ in range(3):
+        turns.delete(engine, LOCAL_USER, chat, turn)
+    assert [b.text for b in turns.story(engine, LOCAL_USER, chat)] == ["Hi.", "Where is this?"]
+    with pytest.raises(NotFound):
+        turns.delete(engine, LOCAL_USER, chat, turn)
+
+
+class _EchoBackend:
+    """TEST DOUBLE: a backend that answers "echo" and says it finished (no model needed for the rows)."""
+
+    def stream(self, request, stop=None, on_progress=None):
+        from core.model.backend import GenerationStats, ReplyStream
+
+        stats = GenerationStats(finish="stop")
+        return ReplyStream((chunk for chunk in ["echo"]), stats)

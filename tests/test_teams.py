@@ -52,12 +52,12 @@ def snapshot(engine) -> dict[str, list]:
 class NoBackend:
     """TEST DOUBLE: a loaded backend that must never be asked (the access check comes first)."""
 
-    prepared = warms = True
+    prepared = True
 
     def stream(self, request: ReplyRequest, stop=None, on_progress=None) -> ReplyStream:
         raise AssertionError("the backend was reached")
 
-    def warm(self, prefix, tag: str = "") -> None:
+    def warm(self, tag: str, prefix) -> None:
         raise AssertionError("the backend was asked to read someone else's character")
 
 
@@ -89,6 +89,8 @@ def cross_user_calls(secret: int, chat: int, image: int) -> dict[str, tuple]:
         "conversations.export_markdown": (conversations.export_markdown, chat),
         "conversations.export_jsonl": (conversations.export_jsonl, chat),
         "conversations.import_jsonl": (conversations.import_jsonl, secret, b'{"is_user":true,"mes":"Hi"}', "a.jsonl"),
+        "conversations.set_hidden": (conversations.set_hidden, chat, 1, True),
+        "conversations.speakers": (conversations.speakers, chat),
         "turns.story": (turns.story, chat),
         "turns.message": (turns.message, chat, 1),
         "turns.request_for": (turns.request_for, chat),
@@ -96,6 +98,9 @@ def cross_user_calls(secret: int, chat: int, image: int) -> dict[str, tuple]:
         "turns.edit": (turns.edit, chat, 1, "Changed"),
         "turns.delete": (turns.delete, chat, 1),
         "turns.choose": (turns.choose, chat, 0, 0),
+        "turns.seen_now": (turns.seen_now, chat),
+        "turns.abandon": (turns.abandon, chat, 1),
+        "turns.reply(into)": (lambda db, actor, c: turns.reply(db, actor, NoBackend(), c, into=1), chat),
         "turns.reply": (lambda db, actor, c: turns.reply(db, actor, NoBackend(), c), chat),
         "turns.reply(regenerate)": (
             lambda db, actor, c: turns.reply(db, actor, NoBackend(), c, regenerate_turn=0),
@@ -197,7 +202,8 @@ def backup_members(raw: bytes) -> dict[str, bytes]:
 def test_every_service_function_is_in_the_cross_user_test() -> None:
     """A new service function that takes an actor must get a case above, or be a list: then `_shown`
     must show what it lists, or the un-share test fails (it checks `_shown` covers every list)."""
-    own = {"characters.create", "users.sign_in", "users.current", "users.save_persona", "users.sign_out_everywhere",
+    own = {"characters.create", "users.sign_in", "users.current", "users.save_persona", "users.save_language",
+           "users.sign_out_everywhere",
            "backup.restore", "backup.write_backup"}  # the actor's own rows  # fmt: skip
     listed = set(cross_user_calls(1, 1, 1)) | LISTS | own
     found = {
@@ -319,7 +325,9 @@ def test_migration_0005_keeps_every_row_and_id(db_url: str) -> None:
         migrate(engine)
         after = snapshot(engine)
         assert after["character"] == before["character"]  # every row, with its id
-        assert [row[-2:] for row in after["app_user"]] == [(None, None)]  # latest_iat, signed_out_iat
+        with engine.connect() as conn:
+            iats = conn.execute(text("SELECT latest_iat, signed_out_iat FROM app_user")).all()
+        assert [tuple(row) for row in iats] == [(None, None)]  # for the local user: nothing yet
         from core.services.users import LOCAL_USER
 
         characters.delete(engine, LOCAL_USER, 4)

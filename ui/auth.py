@@ -23,7 +23,7 @@ from core.services.users import (
     sign_in,
     sign_out_everywhere,
 )
-from ui import resources
+from ui import state
 from ui.language import say, tr
 
 
@@ -60,15 +60,17 @@ def signed_in_actor(db: Any, settings: Any) -> Actor | NotAllowed | None:
     )
     key = ("signed_in", identity.issuer, identity.subject, identity.issued_at)
     try:
-        if st.session_state.get("signed_in_as", (None,))[0] != key:
+        recorded = state.SIGNED_IN_AS.get()
+        if recorded is None or recorded[0] != key:
             try:
-                st.session_state.signed_in_as = (key, sign_in(db, identity, Policy.of(settings)))
+                recorded = (key, sign_in(db, identity, Policy.of(settings)))
             except NotAllowed as refusal:
-                st.session_state.signed_in_as = (key, refusal)
-        known = st.session_state.signed_in_as[1]
+                recorded = (key, refusal)
+            state.SIGNED_IN_AS.set(recorded)
+        known = recorded[1]
         return current(db, known, identity.issued_at) if isinstance(known, Actor) else known
     except SignedOut:
-        st.session_state.pop("signed_in_as", None)
+        state.SIGNED_IN_AS.pop()
         return None
 
 
@@ -77,10 +79,10 @@ def _seconds(claim: object) -> float:
     return float(claim) if isinstance(claim, int | float) and not isinstance(claim, bool) else 0.0
 
 
-def sign_out(actor: Actor) -> None:
+def sign_out(db: Any, actor: Actor) -> None:
     """Sign out everywhere: recorded first (so copies of this browser's cookie stop counting too), then
     Streamlit's own sign-out, which clears this browser's cookie and asks the provider to end its session."""
-    sign_out_everywhere(resources.db(), actor)
+    sign_out_everywhere(db, actor)
     st.logout()
 
 
@@ -101,11 +103,12 @@ def not_allowed_page(refusal: NotAllowed) -> None:
     st.button(tr("auth.sign_out"), icon=":material/logout:", on_click=st.logout)  # never let in: nothing to record
 
 
-def who_is_here(actor: Actor) -> None:
+def who_is_here(db: Any, actor: Actor) -> None:
     """The person's name and the way out, in the sidebar (only with sign-in)."""
     if auth_section() is None:
         return
     with st.sidebar:
         admin = f" · {tr('auth.admin')}" if actor.is_admin else ""
         st.caption(tr("auth.signed_in_as", name=actor.display_name or actor.email) + admin)
-        st.button(tr("auth.sign_out"), icon=":material/logout:", on_click=sign_out, args=(actor,), key="sign_out")
+        st.button(tr("auth.sign_out"), icon=":material/logout:", on_click=sign_out, args=(db, actor),
+                  key=state.key.SIGN_OUT)  # fmt: skip

@@ -1,15 +1,20 @@
-"""The app's pages and the once-per-process fix that keeps deep links under the router."""
+"""The router: the app's pages, and the one way every page runs (under `route`, even after a deep link)."""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import streamlit as st
+from streamlit.errors import FragmentHandledException
 
-from core.services.users import NotAllowed
+from core.base.errors import UserError
+from core.base.settings import SettingsError
+from core.services.users import Actor, NotAllowed
 from ui import resources
 from ui.auth import not_allowed_page, sign_in_page, signed_in_actor
-from ui.language import tr
+from ui.language import adopt, say, tr
+from ui.server import unexpected
 
 
 @st.cache_resource(show_spinner=False)
@@ -33,6 +38,8 @@ def navigation() -> Any:
     visitor who is not signed in (or not let in) gets one page that says so, and nothing else."""
     st.set_page_config(page_title="RefSheet Chat", page_icon=app_icon(), layout="wide")
     current = signed_in_actor(resources.db(), resources.settings())
+    if isinstance(current, Actor):
+        adopt(current.ui_language)  # their saved language, before the menu is drawn in it
     if current is None:
         return st.navigation([st.Page(sign_in_page, title=tr("auth.sign_in"), icon=":material/login:", default=True)])
     if isinstance(current, NotAllowed):
@@ -50,24 +57,42 @@ def navigation() -> Any:
     return st.navigation(pages)
 
 
-_rerouted = False
+_ROUTED: ContextVar[bool] = ContextVar("refsheet_routed", default=False)
+
+
+def route() -> None:
+    """Run the page the URL names, under the router: all `Home.py` does. With REFSHEET_PRELOAD the model
+    starts loading at the first page view, whichever page; an error a page did not catch (a full disk,
+    say) is said plainly, never as a traceback; so is a setting that cannot be used, in the reader's
+    language, on whatever page was asked for."""
+    routed = _ROUTED.set(True)
+    try:
+        if resources.settings().preload:
+            resources.backend()
+        navigation().run()
+    except UserError as problem:
+        st.error(say(problem), icon=":material/error:")
+    except SettingsError as problem:
+        said = say(problem.text) if problem.text else tr("settings.error.other", reason=str(problem))
+        st.error(said, icon=":material/settings:")
+    except FragmentHandledException:
+        raise  # a fragment's error, already shown (with its id) where the fragment is
+    except Exception as exc:  # noqa: BLE001 - not expected: an error id for the person, the traceback logged
+        unexpected(exc)
+    finally:
+        _ROUTED.reset(routed)
 
 
 def through_router() -> None:
-    """Make sure this page runs under `Home.py`'s router, even when reached by a deep link.
+    """Make sure this page runs under the router, even when a deep link reached it first.
 
-    Streamlit keeps a process-wide flag for the old `pages/` folder mode that only turns off once
-    some session has run `Home.py`. So the first request after a (re)start that is a deep link
-    (`/chat?…`) runs the page file on its own: automatic menu, narrow layout. The page then turns
-    the flag off and reruns once through the router. That first request is a page load or a
-    reconnect, never a click, so no input is lost. (Streamlit internal: `PagesManager`; AppTest
-    sets the flag again before every run, hence the once-per-process rerun.)
-    """
-    global _rerouted
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        if not _rerouted:
-            _rerouted = True
-            st.rerun()
+    Streamlit runs a page file on its own (its old `pages/` folder mode: an automatic menu, a narrow
+    layout) when a deep link (`/chat?…`) is the first request of a server process, because a `pages/`
+    folder sits beside `Home.py`; the first call of `st.navigation` ends that mode for the process. A
+    page that finds itself outside the router (`route` marks the runs it makes) runs the router here,
+    in this same run, and stops when it is done: the page is drawn once, under the router, with
+    whatever the user clicked or typed still there. (A `st.rerun()` instead would drop that input,
+    and Streamlit's AppTest starts every run in the old mode.)"""
+    if not _ROUTED.get():
+        route()
+        st.stop()

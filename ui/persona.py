@@ -7,14 +7,16 @@ from sqlalchemy.engine import Engine
 
 from core.base.errors import UserError
 from core.services.users import MAX_PERSONA_DESCRIPTION, MAX_PERSONA_NAME, Actor, save_persona
+from ui import state
 from ui.language import say, tr
 
 
 def persona_panel(db: Engine, actor: Actor) -> None:
     """A popover with the persona form; saving changes who every character talks to from the next reply."""
     label = tr("persona.button", name=actor.user_name if actor.user_name != "you" else tr("persona.nobody"))
-    with st.sidebar.popover(label, icon=":material/face:", width="stretch"), st.form("persona", border=False):
-        st.caption(tr("persona.why"))
+    popover = st.sidebar.popover(label, icon=":material/face:", width="stretch")
+    with popover, st.form(state.key.PERSONA_FORM, border=False):
+        st.caption(tr("persona.why", macro="{{user}}"))  # the cards' own spelling, not a placeholder of ours
         name = st.text_input(tr("persona.name"), value=actor.persona.name, max_chars=MAX_PERSONA_NAME,
                              placeholder=actor.display_name or tr("persona.name_placeholder"))  # fmt: skip
         description = st.text_area(tr("persona.description"), value=actor.persona.description,

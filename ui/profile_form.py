@@ -1,7 +1,7 @@
 """Profile inputs for Create and Library, one per field and chosen by the field's kind.
 
 The field list and kinds come from the profile definition (`core.base.profile`), so a new profile field
-needs only its label here (`field.<name>` in `core.base.i18n`)."""
+needs only its label (`field.<name>` in `core/base/locales/<lang>.po`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 
 import streamlit as st
 
-from core.base.i18n import STRINGS
+from core.base.i18n import known
 from core.base.languages import REPLY_LANGUAGES
 from core.base.profile import BY_NAME, ProfileField, join_greetings, split_greetings, split_tags
+from ui import state
 from ui.language import tr
 
 
@@ -21,8 +22,8 @@ def profile_inputs(
 ) -> dict[str, Any]:
     """Inputs for `names`, filled from `values`; returns what they hold now, as profile values.
 
-    With `key_suffix` each input keeps its state under `<field>_<suffix>` (so a page can fill it, as
-    Create does from a card); without, the inputs simply show `values` (as inside a form)."""
+    With `key_suffix` each input keeps its state in the session (`ui.state.field`), so a page can fill
+    it, as Create does from a card; without, the inputs simply show `values`."""
     values = values or {}
     edited: dict[str, Any] = {}
     for name in names:
@@ -30,8 +31,9 @@ def profile_inputs(
         shown = _shown(field, values.get(name))
         options: dict[str, Any] = {"help": _optional(f"field.{name}.help")}
         if key_suffix is not None:
-            options["key"] = f"{name}_{key_suffix}"
-            st.session_state.setdefault(options["key"], shown)
+            kept = state.field(name, key_suffix)
+            kept.setdefault(shown)
+            options["key"] = kept.key
         edited[name] = _parsed(field, _input(field, shown, options, keyed=key_suffix is not None))
     return edited
 
@@ -75,4 +77,4 @@ def _parsed(field: ProfileField, raw: Any) -> Any:
 
 
 def _optional(key: str) -> str | None:
-    return tr(key) if key in STRINGS else None
+    return tr(key) if known(key) else None

@@ -7,7 +7,6 @@ session of this server process. The backend loads nothing until a reply is neede
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import threading
 
 import streamlit as st
@@ -15,9 +14,10 @@ from sqlalchemy.engine import Engine
 
 from core.base.settings import Settings, load_settings
 from core.base.sheets import ImageLimits
-from core.model.backend import Backend, BackendError, make_backend
+from core.model.backend import Backend, BackendError
+from core.model.registry import make_backend
 from core.services.users import Actor
-from storage.db import DatabaseProblem, check_database, known_revisions, make_engine, migrate
+from storage.db import DatabaseProblem, open_database
 from ui.language import tr
 
 
@@ -30,10 +30,7 @@ def settings() -> Settings:
 def _engine_for(database_url: str) -> Engine:
     """The engine for `database_url`, migrated to the newest schema: created once per process.
     A database that is not this app's, or is damaged, is refused before anything touches it."""
-    check_database(database_url, known_revisions())
-    engine = make_engine(database_url)
-    migrate(engine)
-    return engine
+    return open_database(database_url)
 
 
 def db() -> Engine:
@@ -65,11 +62,7 @@ def _preload(backend: Backend) -> None:
 def backend() -> Backend:
     """The backend for the current settings (one per distinct model configuration)."""
     s = settings()
-    key_id = hashlib.sha256((s.api_key or "").encode()).hexdigest()[:16]  # a changed key, never the key
-    configuration = (s.backend, s.model_id, s.quantization, s.device, s.dtype, s.context_tokens, s.kv_cache_mb,
-                     s.prefix_cache_mb, str(s.data_dir), s.api_base, s.api_model, s.api_image_side, s.api_timeout,
-                     key_id)  # fmt: skip
-    return _backend_for(s, configuration)
+    return _backend_for(s, s.backend_key())  # the API key only as a hash: a changed key, never the key
 
 
 def actor() -> Actor:

@@ -11,7 +11,7 @@ import streamlit as st
 from core.base.errors import UserError
 from core.services import characters, users
 from core.services.users import Actor
-from ui import resources
+from ui import resources, state
 from ui.auth import auth_section
 from ui.language import say, tr
 
@@ -38,21 +38,22 @@ def share_switch(character: Any, actor: Actor) -> None:
     if not teams_on() or character.owner_id != actor.id:
         return
 
+    switch = state.share_switch(character.id)
+
     def flip() -> None:
         try:
-            characters.share(resources.db(), actor, character.id, st.session_state[f"share_{character.id}"])
+            characters.share(resources.db(), actor, character.id, switch.get(False))
         except UserError as exc:
-            st.session_state.library_error = say(exc)
+            state.LIBRARY_ERROR.set(say(exc))
 
-    st.toggle(tr("team.share"), value=character.shared, key=f"share_{character.id}", on_change=flip,
-              help=tr("team.share_help"))  # fmt: skip
+    st.toggle(tr("team.share"), value=character.shared, key=switch.key, on_change=flip, help=tr("team.share_help"))
 
 
 def hand_over_panel(actor: Actor) -> None:
     """Admins: give everything made before sign-in was turned on to one person."""
     if not teams_on() or not actor.is_admin:
         return
-    if notice := st.session_state.pop("hand_over_notice", None):  # said on the run after the change
+    if notice := state.HAND_OVER_NOTICE.pop():  # said on the run after the change
         st.toast(notice, icon=":material/move_item:")
     db = resources.db()
     count, chats = users.local_library(db, actor)
@@ -63,9 +64,9 @@ def hand_over_panel(actor: Actor) -> None:
         if not people:
             st.caption(tr("team.nobody_yet"))
             return
-        chosen = st.selectbox(tr("team.hand_to"), list(people), format_func=people.get, key="hand_over_to")
+        chosen = st.selectbox(tr("team.hand_to"), list(people), format_func=people.get, key=state.key.HAND_OVER_TO)
         if st.button(tr("team.hand_over"), icon=":material/move_item:"):
             moved, moved_chats = users.hand_over_local_library(db, actor, chosen)
             notice = tr("team.handed_over", count=moved, chats=moved_chats, name=people[chosen])
-            st.session_state.hand_over_notice = notice  # a toast raised just before a rerun is never shown
+            state.HAND_OVER_NOTICE.set(notice)  # a toast raised just before a rerun is never shown
             st.rerun()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,8 +18,9 @@ from core.formats.cards import CardError
 from core.model.backend import Backend, BackendStatus
 from core.services import characters
 from core.services.characters import CardDraft
+from core.services.users import save_language
 from storage.tables import as_utc
-from ui import resources
+from ui import resources, state
 from ui.auth import who_is_here
 from ui.language import language_switch, say, tr
 from ui.markdown import inert_line
@@ -42,9 +43,9 @@ def fresh_area(key: str, showing: object) -> Any:
     into the other. (Emptying and refilling one slot does not work: Streamlit's message queue
     merges the two updates of one element into the last, so the old content can linger.)"""
     slots = (st.empty(), st.empty())
-    turn = st.session_state.get(f"fresh:{key}", (0, showing))
+    turn = state.fresh(key).get((0, showing))
     index = turn[0] if turn[1] == showing else 1 - turn[0]
-    st.session_state[f"fresh:{key}"] = (index, showing)
+    state.fresh(key).set((index, showing))
     slots[1 - index].empty()
     return slots[index].container()
 
@@ -53,22 +54,35 @@ def page_setup() -> None:
     """What every page does first: run under the router, offer the language switch, say who is here
     and who they are to the characters."""
     through_router()
-    language_switch()
     actor = resources.actor()
-    who_is_here(actor)
+    language_switch(lambda language: save_language(resources.db(), actor, language))
+    who_is_here(resources.db(), actor)
     persona_panel(resources.db(), actor)
 
 
-def local_time(moment: datetime) -> str:
-    """A stored UTC time in the browser's time zone; marked UTC where the browser did not say its zone."""
-    moment = as_utc(moment)
+def browser_zone() -> ZoneInfo | None:
+    """The browser's time zone, where it said one we know."""
     try:
-        zone = ZoneInfo(st.context.timezone) if st.context.timezone else None
+        return ZoneInfo(st.context.timezone) if st.context.timezone else None
     except (ZoneInfoNotFoundError, ValueError):
-        zone = None
-    if zone is None:
-        return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M}"
+        return None
+
+
+def local_time(moment: datetime) -> str:
+    """A stored UTC time in the browser's time zone; marked UTC where the browser did not say its zone,
+    or where the time is too near the ends of the calendar to move into it (a year-1 date kept from an
+    old file would overflow west of UTC, a year-9999 one east of it)."""
+    moment, zone = as_utc(moment), browser_zone()
+    try:
+        if zone is not None:
+            return _stamp(moment.astimezone(zone))
+    except OverflowError:
+        pass
+    return f"{_stamp(moment)} UTC"
+
+
+def _stamp(moment: datetime) -> str:
+    return f"{moment.year:04d}-{moment:%m-%d %H:%M}"  # `%Y` leaves out the zeros of a year before 1000
 
 
 def backend_status(status: BackendStatus, *, compact: bool = False) -> None:
@@ -94,19 +108,48 @@ def backend_status(status: BackendStatus, *, compact: bool = False) -> None:
         st.info(tr("model.not_loaded", source=status.description), icon=":material/bedtime:")
 
 
+FAILED_RECHECK_SECONDS = 5.0  # a failed status is looked at again this often, so a server back up shows
+
+
 def live_backend_status(backend: Backend) -> None:
     """The model status, redrawn each second while the model loads (a preload, or someone's first
-    reply), then the page once when it is ready or has failed."""
-    loading = backend.status().state == "loading"
+    reply), and every few seconds while it has failed (a server coming back shows by itself); then the
+    page once when that changes."""
+    first = backend.status().state
+    every = {"loading": 1.0, "failed": FAILED_RECHECK_SECONDS}.get(first)
 
-    @st.fragment(run_every=1.0 if loading else None)
+    @st.fragment(run_every=every)
     def show() -> None:
         status = backend.status()
         backend_status(status)
-        if loading and status.state != "loading":
+        if every is not None and status.state != first:
             st.rerun()  # the whole page: what depends on the model (and this timer) is redrawn
 
     show()
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _other_pictures(key: tuple[object, ...], _extensions: dict[str, Any]) -> list[Any]:
+    """Another app's pictures of one character, checked once per version of it (`key`)."""
+    return characters.other_pictures({"extensions": _extensions}, resources.limits())
+
+
+def other_pictures_panel(key: tuple[object, ...], extensions: dict[str, Any]) -> None:
+    """The pictures another app's card brought (emotions, backgrounds…), each labelled with its name and
+    type: kept and written back in every export, never shown to the model. `key` names this version of
+    them (the character and its last change, or the card's upload)."""
+    found = _other_pictures(key, extensions)
+    if not found:
+        return
+    st.subheader(tr("library.other_pictures"))
+    st.caption(tr("library.other_pictures_why"))
+    cols = st.columns(6)
+    for i, other in enumerate(found):
+        with cols[i % 6]:
+            if other.picture is not None:
+                picture(other.picture.thumbnail, other.name, caption=inert_line(other.label))
+            else:
+                st.caption(f"{inert_line(other.label)}: {say(other.error.text) if other.error else '?'}")
 
 
 def upload_help(key: str) -> str:
@@ -176,7 +219,7 @@ def checked_uploads(files: Sequence[Any], *, remember: bool = True) -> tuple[lis
     `remember`: prepare each file once per browser session (by its upload id) instead of on every
     rerun, for forms that show previews while the user keeps typing."""
     limits = resources.limits()
-    cache: dict[Any, Any] = st.session_state.setdefault("prepared_uploads", {}) if remember else {}
+    cache: dict[Any, Any] = state.PREPARED_UPLOADS.setdefault({}) if remember else {}
     good: list[PreparedImage] = []
     errors: list[str] = []
     for f in files:
@@ -195,7 +238,7 @@ def checked_uploads(files: Sequence[Any], *, remember: bool = True) -> tuple[lis
 def card_upload(file: Any) -> CardDraft | CardError | ArchiveError:
     """An uploaded character card (PNG, JSON or CHARX), read once per upload (its pictures are prepared
     like any image)."""
-    drafts: dict[str, Any] = st.session_state.setdefault("card_drafts", {})
+    drafts: dict[str, Any] = state.CARD_DRAFTS.setdefault({})
     if file.file_id not in drafts:
         try:
             drafts[file.file_id] = characters.read_card_file(file.getvalue(), file.name, resources.limits())
@@ -206,36 +249,38 @@ def card_upload(file: Any) -> CardDraft | CardError | ArchiveError:
 
 def forget_uploads() -> None:
     """Stored now: free the prepared copies."""
-    st.session_state.pop("prepared_uploads", None)
-    st.session_state.pop("card_drafts", None)
+    state.PREPARED_UPLOADS.pop()
+    state.CARD_DRAFTS.pop()
 
 
 def ask_to_confirm(key: str, **context: Any) -> None:
     """Open the confirmation dialog `key` on the next run, with `context` for its text and action."""
-    st.session_state[f"confirm:{key}"] = context
+    state.confirm(key).set(context)
 
 
 def confirmation(
     key: str, title: str, body: Callable[..., str], on_yes: Callable[..., None], yes_label: str = ""
 ) -> None:
     """The one confirm dialog: shown while asked for, with a destructive Yes and a Cancel."""
-    state = f"confirm:{key}"
-    context = st.session_state.get(state)
+    asked = state.confirm(key)
+    context = asked.get()
     if context is None:
         return
 
     def forget() -> None:
-        st.session_state.pop(state, None)
+        asked.pop()
 
     @st.dialog(title, on_dismiss=forget)
     def dialog() -> None:
         st.write(body(**context))
         yes, no = st.columns(2)
-        if yes.button(yes_label or tr("common.delete"), type="primary", icon=":material/delete:", key=f"{key}_yes"):
+        if yes.button(
+            yes_label or tr("common.delete"), type="primary", icon=":material/delete:", key=state.key.confirm_yes(key)
+        ):
             forget()
             on_yes(**context)
             st.rerun()
-        if no.button(tr("common.cancel"), key=f"{key}_no"):
+        if no.button(tr("common.cancel"), key=state.key.confirm_no(key)):
             forget()
             st.rerun()
 

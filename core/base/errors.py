@@ -1,7 +1,8 @@
 """One base for every error a person reads: a code and parameters, translated when it is shown.
 
 Storing the code and parameters (not a sentence) lets the same failure read in English for one
-viewer and in Chinese for another. `namespace` + `code` is the key in `core.base.i18n.STRINGS`.
+viewer and in Chinese for another. `namespace` + `code` is the key of its string (the `msgctxt`) in
+`core/base/locales/<lang>.po`; a test checks that every code raised has one in every language.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ class Refused(UserError):
     """A request that would leave the data in a state the app does not allow (e.g. no main sheet)."""
 
     namespace = "refused"
+
+
+class Changed(UserError):
+    """The conversation moved on since the page showed it (another window or replica acted on it):
+    the action is refused, and the page shows the conversation as it is now."""
+
+    namespace = "changed"
 
 
 class StorageFull(UserError):

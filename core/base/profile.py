@@ -34,7 +34,6 @@ FIELDS: tuple[ProfileField, ...] = tuple(
 )
 BY_NAME: dict[str, ProfileField] = {f.name: f for f in FIELDS}
 PROMPT_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.prompt)
-CARD_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.card)
 CARD_TEXT_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.card and f.kind in ("line", "text"))
 CARD_LIST_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.card and f.kind in ("greetings", "tags"))
 EDITABLE: tuple[str, ...] = tuple(f.name for f in FIELDS if f.kind != "data")  # what a form can show

@@ -26,8 +26,55 @@ class InvalidSampler(UserError):
         return " ".join(self.messages(lang))
 
 
+@dataclass(frozen=True)
+class Limit:
+    """The values one reply setting may take, and how its input offers them: from `low` (excluded when
+    `low_open`) to `high` (None: no upper bound; then the input stops at `input_high`), in `step`s."""
+
+    low: float
+    high: float | None
+    step: float | None = None
+    low_open: bool = False
+    input_high: float | None = None
+
+    def allows(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return above and (self.high is None or value <= self.high)
+
+    @property
+    def lowest(self) -> float:
+        """The smallest value an input offers (one step above an excluded bound)."""
+        return self.low + (self.step or 1) if self.low_open else self.low
+
+    @property
+    def highest(self) -> float:
+        """The largest value an input offers."""
+        return self.high if self.high is not None else self.input_high or 0
+
+
+# The reply settings' limits, defined once: validation below and the Chat page's inputs read them.
+LIMITS: dict[str, Limit] = {
+    "temperature": Limit(0.0, 2.0, step=0.05),
+    "top_p": Limit(0.0, 1.0, step=0.05, low_open=True),
+    "top_k": Limit(0, None, input_high=1000),
+    "max_new_tokens": Limit(1, 4096),
+    "repetition_penalty": Limit(1.0, 2.0, step=0.05),
+    "seed": Limit(0, None, input_high=2**31 - 1),
+}
+
+
 def _number(value: Any, optional: bool) -> bool:
     return (value is None and optional) or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _problem(name: str, value: object) -> tuple[str, dict[str, Any]]:
+    """The message for a bad `name`: its key, the value given, and the bounds from `LIMITS` (`low`, and
+    `high` where there is one), so the sentence can never disagree with the check."""
+    params: dict[str, Any] = {"value": value}
+    if limit := LIMITS.get(name):
+        bounds = {"low": limit.low, "high": limit.high}
+        params |= {k: int(v) if float(v).is_integer() else v for k, v in bounds.items() if v is not None}
+    return f"sampler.{name}", params
 
 
 @dataclass(frozen=True)
@@ -44,20 +91,12 @@ class SamplerSettings:
 
     def __post_init__(self) -> None:
         problems: list[tuple[str, dict[str, Any]]] = []
-        if not 0 <= self.temperature <= 2:
-            problems.append(("sampler.temperature", {"value": self.temperature}))
-        if not 0 < self.top_p <= 1:
-            problems.append(("sampler.top_p", {"value": self.top_p}))
-        if self.top_k < 0:
-            problems.append(("sampler.top_k", {"value": self.top_k}))
-        if not 1 <= self.max_new_tokens <= 4096:
-            problems.append(("sampler.max_new_tokens", {"value": self.max_new_tokens}))
-        if not 1 <= self.repetition_penalty <= 2:
-            problems.append(("sampler.repetition_penalty", {"value": self.repetition_penalty}))
+        for name, limit in LIMITS.items():
+            value = getattr(self, name)
+            if value is not None and not limit.allows(value):  # no seed: a new one each reply
+                problems.append(_problem(name, value))
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            problems.append(("sampler.min_new_tokens", {"value": self.min_new_tokens}))
-        if self.seed is not None and self.seed < 0:
-            problems.append(("sampler.seed", {"value": self.seed}))
+            problems.append(_problem("min_new_tokens", self.min_new_tokens))
         if problems:
             raise InvalidSampler(problems)
 
@@ -66,7 +105,7 @@ class SamplerSettings:
         """From stored JSON: unknown keys are ignored, missing ones take defaults; a value that is not a
         number (a restored row from elsewhere) is `InvalidSampler`, like one out of range."""
         known = {k: v for k, v in (values or {}).items() if k in cls.__dataclass_fields__}
-        wrong = [(f"sampler.{k}", {"value": str(v)[:40]}) for k, v in known.items() if not _number(v, k == "seed")]
+        wrong = [_problem(k, str(v)[:40]) for k, v in known.items() if not _number(v, k == "seed")]
         if wrong:
             raise InvalidSampler(wrong)
         return cls(**known)

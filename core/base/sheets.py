@@ -30,7 +30,6 @@ ACCEPTED_FORMATS: dict[str, str] = {
 }
 UPLOAD_EXTENSIONS: list[str] = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
 STORED_MIME = "image/png"
-THUMBNAIL_MIME = "image/jpeg"
 
 # Never let Pillow quietly load half a file.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

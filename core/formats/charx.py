@@ -3,8 +3,9 @@
 The main sheet is the `icon` asset named `main` (`assets/icon/images/main.png`), each extra reference
 image an asset of our type (`assets/x_refsheet_reference/images/…`), in order, with its original name;
 URIs are `embeded://path` (the spec's spelling). Another app's assets kept from an import are written
-back as files of their own. Reading goes through `core.formats.archive`: unsafe paths, zip bombs and oversized
-members are refused before anything is inflated past its limit.
+back as files of their own (RisuAI's V2 pictures too, as V3 assets: see `cards.export_assets`), never
+as a `.json` member, which RisuAI's reader skips. Reading goes through `core.formats.archive`: unsafe
+paths, zip bombs and oversized members are refused before anything is inflated past its limit.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from typing import Any
 from core.base.text import dumps
 from core.formats.archive import ZipLimits, read_zip, write_zip
 from core.formats.cards import (
-    EMBEDDED,
     MAX_CARD_BYTES,
     REFERENCE_TYPE,
     Card,
     CardError,
-    asset_bytes,
     card_documents,
-    kept_assets,
+    data_url,
+    export_assets,
     parse_card_json,
     reference_asset,
 )
@@ -73,21 +73,23 @@ def write_charx(character: Any, sheets: Sequence[tuple[str, bytes]]) -> bytes:
         path = f"assets/{REFERENCE_TYPE}/images/{i:03d}_{_ascii(name.rsplit('.', 1)[0])}.png"
         files[path] = data
         assets.append(reference_asset(name, f"embeded://{path}"))
-    for i, asset in enumerate(kept_assets(character), start=1):
-        assets.append(_as_file(asset, i, files))
+    for i, (asset, data) in enumerate(export_assets(character), start=1):
+        assets.append(_as_file(asset, data, i, files))
     _, v3 = card_documents(character, assets)
     card = {k: v3[k] for k in ("spec", "spec_version", "data")}  # card.json is a V3 object, nothing else
     text = dumps(card).encode("utf-8")
     return write_zip({CARD_JSON: text, **files})
 
 
-def _as_file(asset: dict[str, Any], index: int, files: dict[str, bytes]) -> dict[str, Any]:
-    """A kept asset whose data came inline, moved into a file of its own (other URIs stay as they are)."""
-    uri = str(asset.get("uri", ""))
-    data = asset_bytes(uri, {}) if uri.startswith("data:") else None
-    if data is None or uri.startswith(EMBEDDED):
+def _as_file(asset: dict[str, Any], data: bytes | None, index: int, files: dict[str, bytes]) -> dict[str, Any]:
+    """A kept asset with its bytes moved into a file of its own (a link stays as it is). A `.json`
+    file would be skipped by RisuAI's CHARX reader and its URI left dangling, so such an asset keeps
+    its bytes inline, as a data URL (which RisuAI reads too)."""
+    if data is None:
         return asset
     ext = _ascii(str(asset.get("ext") or "bin")).lower()[:10] or "bin"
+    if ext == "json":
+        return {**asset, "uri": data_url(data, ext)}
     kind = _ascii(str(asset.get("type") or "other"))[:40] or "other"
     folder = "images" if ext in IMAGE_EXTENSIONS else "other"
     path = f"assets/{kind}/{folder}/{index:03d}_{_ascii(str(asset.get('name', '')))}.{ext}"

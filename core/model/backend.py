@@ -2,8 +2,8 @@
 
 Backend-neutral: a `ReplyRequest` goes in, a `ReplyStream` of text chunks comes out with its
 `GenerationStats`; failures are `UserError`s that say what to do. `Backend` is the small protocol
-every model source implements (the in-process Gemma 3 in `core.model.backends.gemma` is one); `make_backend`
-picks the configured one. Nothing here imports torch.
+every model source implements (`core.model.backends.*`); `core.model.registry` picks the configured
+one. This module imports no implementation, and nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -12,15 +12,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from core.base.errors import UserError
 from core.base.i18n import Text
 from core.base.sampling import SamplerSettings
 from core.model.prompts import CharacterPrompt, Turn
-
-if TYPE_CHECKING:
-    from core.base.settings import Settings
 
 Progress = Callable[[Text], None]  # what a backend is busy with while it loads or connects
 OnProgress = Callable[[Text], None]  # what a reply waits for; params include "elapsed" (whole seconds)
@@ -69,8 +66,16 @@ class GenerationStats:
     total_s: float = 0.0
     tokens_per_s: float = 0.0  # decoding speed after the first token
     dropped_turns: int = 0
-    stopped: bool = False
+    stopped: bool = False  # by the person (Stop, a closed page), not by the model or the server
     cache: str = "cold"  # "conversation" | "prefix" | "server" (the server's own prefix cache) | "cold"
+    # How the reply ended: "stop" (the model ended it: the only complete reply), "length" (it reached
+    # the longest reply asked for), "user" (Stop), or "" (it did not say, or it failed).
+    finish: str = ""
+    estimated: bool = False  # the prompt counts are the app's estimate: the server sent none
+
+    @property
+    def complete(self) -> bool:
+        return self.finish == "stop" and not self.stopped
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,10 +147,7 @@ class Replier(Protocol):
 
 
 class Backend(Replier, Protocol):
-    """A model source: the in-process Gemma 3, or (later) a server."""
-
-    @property
-    def sees_images(self) -> bool: ...
+    """A model source (`core.model.registry` names them): what the app asks of one, and no more."""
 
     @property
     def prepared(self) -> bool:
@@ -168,24 +170,7 @@ class Backend(Replier, Protocol):
         """Tokens the model can hold (prompt and reply); None until known."""
         ...
 
-    @property
-    def warms(self) -> bool:
-        """Whether `warm` does anything: if not, nobody builds a prefix (reading every sheet) for it."""
+    def warm(self, tag: str, prefix: Callable[[], CharacterPrompt]) -> None:
+        """Get ready for a new or changed character (`tag` names it) in the background, if that helps
+        and costs no reply any time; `prefix` builds it (reading every sheet) and is called only then."""
         ...
-
-    def warm(self, prefix: CharacterPrompt, tag: str = "") -> None:
-        """Get ready for a new or changed character in the background, if that helps and costs no
-        reply any time (`tag` names the character: a newer prefix replaces a pending one)."""
-        ...
-
-
-def make_backend(settings: Settings) -> Backend:
-    """The backend the settings ask for; nothing is loaded or contacted until it is needed. The
-    in-process model is imported only when chosen, so a server-backed app never loads torch."""
-    if settings.backend == "openai":
-        from core.model.backends.openai.backend import RemoteBackend
-
-        return RemoteBackend(settings)
-    from core.model.backends.gemma.backend import GemmaBackend
-
-    return GemmaBackend(settings)

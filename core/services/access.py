@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, true
 from sqlalchemy.engine import Engine
@@ -27,11 +28,38 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from core.base.errors import NotFound, Refused, StorageFull
-
-if TYPE_CHECKING:
-    from core.services.users import Actor  # users write through `writing` below
 from storage import db as storage_db
-from storage.tables import Character, Conversation, SheetImage
+from storage.tables import LOCAL_USER_ID, Character, Conversation, SheetImage
+
+
+@dataclass(frozen=True)
+class Persona:
+    """Who the user is to the characters: the name they call them by, and what they know of them."""
+
+    name: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The person on whose behalf a service runs (every service takes one). `id` is what rows record
+    as their owner; `is_admin` comes only from a verified address (`core.services.users`)."""
+
+    id: int
+    display_name: str = ""  # the provider's name for them
+    email: str = ""  # verified, or empty
+    is_admin: bool = False
+    persona: Persona = field(default_factory=Persona)
+    ui_language: str = ""  # the interface language they chose ("": none yet)
+
+    @property
+    def user_name(self) -> str:
+        """Who the characters talk to ({{user}} in cards and greetings): the persona's name, else the
+        provider's, else "you"."""
+        return self.persona.name.strip() or self.display_name.strip() or "you"
+
+
+LOCAL_USER = Actor(id=LOCAL_USER_ID, is_admin=True)  # the one user of an install without sign-in
 
 
 def characters_seen(actor: Actor, table: Any = Character) -> ColumnElement[bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,15 +19,25 @@ from sqlmodel import Session
 from core.base.errors import Refused
 from core.base.i18n import Text
 from core.base.lore import Lorebook
-from core.base.profile import BY_NAME, FIELDS, Profile, profile_of
+from core.base.profile import BY_NAME, FIELDS, Profile
 from core.base.sheets import ImageLimits, ImageRejected, Picture, PreparedImage, prepare_image
 from core.base.text import clean, one_line
-from core.formats.cards import MAX_CARD_BYTES, import_card, png_card_size, read_card, write_card_png
-from core.formats.charx import is_charx, read_charx, write_charx
+from core.formats.cards import (
+    MAX_CARD_BYTES,
+    changed_here,
+    export_warnings,
+    import_card,
+    kept_files,
+    png_card_size,
+    read_card,
+    write_card_png,
+)
+from core.formats.charx import IMAGE_EXTENSIONS, is_charx, read_charx, write_charx
 from core.model.backend import Backend
-from core.model.prompts import CharacterPrompt, character_prompt
+from core.model.prompts import CharacterPrompt
 from core.services import access
-from core.services.users import Actor
+from core.services.access import Actor
+from core.services.prompting import character_prefix
 from storage import characters as chars
 from storage.images import Stored, image_sizes
 from storage.tables import Character, SheetImage
@@ -75,11 +86,15 @@ def create(db: Engine, actor: Actor, profile: Mapping[str, Any], images: Sequenc
 
 
 def update(db: Engine, actor: Actor, character_id: int, changes: Mapping[str, Any]) -> Character:
-    """Change profile fields; the rest stay as they are."""
+    """Change profile fields; the rest stay as they are. An imported card's modification date no longer
+    holds once the character is changed here (`cards.changed_here`): an export says when it was."""
     with access.writing(db) as session:
         current = access.character(session, actor, character_id, write=True)
         values = _checked({**Profile.model_validate(current, from_attributes=True).model_dump(), **changes})
-        return chars.update_character(session, character_id, **{k: values[k] for k in changes})
+        changed = {k: values[k] for k in changes}
+        if (extensions := changed_here(values["extensions"])) != values["extensions"]:
+            changed["extensions"] = extensions
+        return chars.update_character(session, character_id, **changed)
 
 
 def duplicate(db: Engine, actor: Actor, character_id: int, name_suffix: str = " (copy)") -> Character:
@@ -151,26 +166,21 @@ def set_main_image(db: Engine, actor: Actor, character_id: int, image_id: int) -
 
 def warm_up(db: Engine, actor: Actor, backend: Backend, character_id: int) -> None:
     """After a character is made or changed: let a loaded model read its sheets now, in the
-    background, so the first reply starts warm (the backend decides whether and when)."""
-    if not (backend.warms and backend.prepared):
-        return  # nothing loaded (a warm-up never loads the model), or nothing a warm-up would do
+    background, so the first reply starts warm. The backend decides whether and when; the prefix
+    (every sheet read) is built only if it will."""
     with Session(db) as session:
-        character = access.character(session, actor, character_id)
-        prefix = character_prefix(session, character, actor)
-    backend.warm(prefix, tag=f"character:{character_id}")
+        access.character(session, actor, character_id)
+
+    def prefix() -> CharacterPrompt:
+        with Session(db) as session:
+            return character_prefix(session, access.character(session, actor, character_id), actor)
+
+    backend.warm(f"character:{character_id}", prefix)
 
 
 def lore(character: Character) -> Lorebook:
     """The character book's usable entries, for showing what the character may draw on."""
     return Lorebook.from_card(character.character_book)
-
-
-def character_prefix(session: Session, character: Character, actor: Actor) -> CharacterPrompt:
-    """The character as the model meets it: instruction, every reference image (main sheet first), lore,
-    and who it talks to (the actor's persona: {{user}} in its card)."""
-    sheets = [Picture.of(picture) for picture in chars.sheets(session, character.id)]
-    persona = actor.persona.description
-    return character_prompt(profile_of(character), sheets, lore(character), actor.user_name, persona)
 
 
 # -- Tavern cards --------------------------------------------------------------------------------
@@ -207,6 +217,44 @@ def read_card_file(raw: bytes, name: str, limits: ImageLimits | None = None) -> 
         return replace(draft, picture=prepare_image(imported.main, main_name, limits))
     except ImageRejected as exc:
         return replace(draft, picture_error=exc)
+
+
+@dataclass(frozen=True)
+class OtherPicture:
+    """A picture another app's card brought (an emotion, a background…): not a reference image, so the
+    model never reads it, but kept with the character and written back in every export. `label` is
+    its name and type ("smile · emotion")."""
+
+    name: str
+    type: str
+    label: str
+    picture: PreparedImage | None = field(default=None, repr=False)  # with its thumbnail
+    error: ImageRejected | None = None  # not a picture we can show (it is kept all the same)
+
+
+def other_pictures(character: Character | Mapping[str, Any], limits: ImageLimits | None = None) -> list[OtherPicture]:
+    """The pictures a character (or a card's profile, before it is stored) keeps for other apps, in
+    order, each labelled with its name and type, to show beside its reference images (checked like any
+    upload; one that is not a picture is listed with why)."""
+    if isinstance(character, Mapping):
+        character = SimpleNamespace(extensions=character.get("extensions") or {})
+    found = []
+    for kept in kept_files(character):
+        if kept.ext.lower() not in IMAGE_EXTENSIONS:
+            continue  # a script, a sound…: kept, not shown
+        label = " · ".join(part for part in (kept.name, kept.type) if part)
+        try:
+            picture, error = prepare_image(kept.data, f"{kept.name or 'image'}.{kept.ext}", limits), None
+        except ImageRejected as exc:
+            picture, error = None, exc
+        found.append(OtherPicture(kept.name, kept.type, label, picture, error))
+    return found
+
+
+def export_notes(character: Character) -> list[Text]:
+    """What an export of the character leaves out, named (files another app's card named but did not
+    hold): to say beside the export buttons."""
+    return export_warnings(character)
 
 
 def _card_sheets(session: Session, actor: Actor, character_id: int) -> tuple[Character, list[tuple[str, bytes]]]:

@@ -20,9 +20,10 @@ from sqlalchemy.engine import Engine
 
 from core.base.errors import UserError
 from core.base.settings import load_settings
+from core.formats.backup import Manifest
 from core.services import backup
-from core.services.users import LOCAL_USER
-from storage.db import DatabaseProblem, check_database, known_revisions, make_engine, migrate
+from core.services.access import LOCAL_USER
+from storage.db import DatabaseProblem, open_database
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,13 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     url = load_settings().database_url
     try:
-        check_database(url, known_revisions())
+        db = open_database(url)
     except DatabaseProblem as problem:
         print(f"The database {problem.where} cannot be used ({problem.code}). {problem.detail}", file=sys.stderr)
         return 2
-    db = make_engine(url)
     try:
-        migrate(db)
         if args.action == "backup":
             manifest = _write(db, args.file)
             counts = ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in sorted(manifest.counts.items()))
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _write(db: Engine, target: Path) -> backup.Manifest:
+def _write(db: Engine, target: Path) -> Manifest:
     """The whole server into `target`, readable by its owner only (it holds everyone's conversations),
     written beside it under a temporary name and renamed when complete: a failed run leaves an
     earlier backup of that name as it was."""

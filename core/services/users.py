@@ -8,48 +8,21 @@ the identity provider says into an actor, after the allow-lists (`REFSHEET_ALLOW
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from core.base.errors import NotFound, Refused, UserError
+from core.base.i18n import UI_LANGUAGES
 from core.base.settings import Settings
 from core.base.text import clean_text, one_line
 from core.services import access
+from core.services.access import LOCAL_USER as LOCAL_USER  # who acts: defined with the rule they are judged by
+from core.services.access import Actor as Actor
+from core.services.access import Persona
 from storage import users
-from storage.tables import LOCAL_USER_ID, MAX_LINE, User
-
-MAX_PERSONA_NAME = 100  # characters
-MAX_PERSONA_DESCRIPTION = 2_000  # characters: a paragraph, read by every character in every reply
-
-
-@dataclass(frozen=True)
-class Persona:
-    """Who the user is to the characters: the name they call them by, and what they know of them."""
-
-    name: str = ""
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class Actor:
-    """The person on whose behalf a service runs. `id` is what rows record as their owner."""
-
-    id: int
-    display_name: str = ""  # the provider's name for them
-    email: str = ""
-    is_admin: bool = False
-    persona: Persona = field(default_factory=Persona)
-
-    @property
-    def user_name(self) -> str:
-        """Who the characters talk to ({{user}} in cards and greetings): the persona's name, else the
-        provider's, else "you"."""
-        return self.persona.name.strip() or self.display_name.strip() or "you"
-
-
-LOCAL_USER = Actor(id=LOCAL_USER_ID, is_admin=True)  # the one user of an install without sign-in
+from storage.tables import LOCAL_USER_ID, MAX_LINE, MAX_PERSONA_DESCRIPTION, MAX_PERSONA_NAME, User
 
 
 def email_address(text: str) -> str:
@@ -171,7 +144,7 @@ def current(db: Engine, actor: Actor, issued_at: float = 0.0) -> Actor:
         return actor
     if actor.id != LOCAL_USER_ID:
         _check_not_signed_out(user, issued_at)
-    return replace(actor, persona=Persona(user.persona_name, user.persona_description))
+    return replace(actor, persona=Persona(user.persona_name, user.persona_description), ui_language=user.ui_language)
 
 
 def sign_out_everywhere(db: Engine, actor: Actor) -> None:
@@ -203,6 +176,16 @@ def save_persona(db: Engine, actor: Actor, name: str, description: str) -> Actor
         if not users.set_persona(session, actor.id, name, description):
             raise NotFound("user", id=actor.id)
     return replace(actor, persona=Persona(name, description))
+
+
+def save_language(db: Engine, actor: Actor, language: str) -> Actor:
+    """Keep the interface language the actor chose (one of `core.base.i18n.UI_LANGUAGES`), so it
+    follows them to their next visit and, signed in, to every browser."""
+    if language not in UI_LANGUAGES:
+        raise Refused("bad_field", field="ui_language")
+    with access.writing(db) as session:
+        users.set_language(session, actor.id, language)
+    return replace(actor, ui_language=language)
 
 
 def people(db: Engine, actor: Actor) -> list[User]:

@@ -15,17 +15,17 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from core.base.i18n import Text
 from core.base.sheets import Picture
 from core.model.backend import Cancelled, GenerationStats, OnProgress, ReplyRequest, ReplyStream, Reporter
-from core.model.backends.gemma import model_thread
+from core.model.backends import model_thread
 from core.model.backends.gemma.kvcache import KVStore
 from core.model.backends.gemma.model import ModelHandle
 from core.model.backends.gemma.streaming import TokenStreamer, stop_criterion
+from core.model.backends.inprocess import FifoGate
 from core.model.context import fit
 from core.model.prompts import CharacterPrompt, build_messages, prefix_message
 
@@ -50,63 +50,6 @@ class Encoded:
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[1])
-
-
-class FifoGate:
-    """One request at a time, in arrival order; waiters can see how many are ahead of them."""
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._next = 0
-        self._serving = 0
-        self._abandoned: set[int] = set()
-
-    @property
-    def waiting(self) -> int:
-        with self._cv:
-            return max(0, self._next - self._serving - len(self._abandoned) - 1)
-
-    @property
-    def idle(self) -> bool:
-        """Nobody is being served or waiting."""
-        with self._cv:
-            return self._next - self._serving - len(self._abandoned) <= 0
-
-    @contextmanager
-    def turn(
-        self, on_wait: Callable[[int], None] | None = None, cancel: threading.Event | None = None
-    ) -> Iterator[None]:
-        with self._cv:
-            ticket = self._next
-            self._next += 1
-        served = False
-        try:
-            while True:
-                with self._cv:
-                    if self._serving == ticket:
-                        served = True
-                        break
-                    ahead = ticket - self._serving - sum(1 for a in self._abandoned if a < ticket)
-                if on_wait:  # every pass (about 5 a second), so a waiter's clock can tick
-                    on_wait(ahead)
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled
-                with self._cv:
-                    self._cv.wait(0.2)
-            yield
-        finally:
-            with self._cv:
-                if served or self._serving == ticket:
-                    self._advance()
-                else:
-                    self._abandoned.add(ticket)
-
-    def _advance(self) -> None:
-        self._serving += 1
-        while self._serving in self._abandoned:
-            self._abandoned.discard(self._serving)
-            self._serving += 1
-        self._cv.notify_all()
 
 
 class PixelCache:
@@ -293,6 +236,8 @@ class ChatEngine:
                 done.result()
                 finished = time.perf_counter()
                 stats.stopped = stop.is_set()
+                reached = stats.new_tokens >= request.sampler.max_new_tokens
+                stats.finish = "user" if stats.stopped else "length" if reached else "stop"
                 stats.total_s = finished - started
                 if streamer.first_token_at is not None:
                     stats.ttft_s = streamer.first_token_at - started

@@ -101,7 +101,8 @@ class PrefixDisk:
             os.replace(temporary, path)
         except Exception as exc:  # noqa: BLE001 - a full or read-only disk: the prefix is just not kept
             log.warning("could not save a character prefix: %s", exc)
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the folder itself may be what is wrong
+                temporary.unlink(missing_ok=True)
             return
         with self._lock:
             self.saves += 1

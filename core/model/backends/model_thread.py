@@ -1,4 +1,5 @@
-"""The one thread that runs the model's torch work (loading, prefill, generate).
+"""The one thread that runs the model's work (loading, prefill, generate): torch's for the transformers
+backend, llama.cpp's for the GGUF one (this llama.cpp build is OpenMP-threaded too).
 
 Why one thread: on CPU, OpenMP keeps its worker threads spin-waiting between parallel regions, and
 libgomp throttles that spinning as soon as more OpenMP threads exist than cores — which happens the
