@@ -27,7 +27,11 @@ import platformdirs
 from desktop import APP_NAME, app_root
 
 # The settings that say which model answers: any of them set means the first-run screen is not needed.
-MODEL_SETTINGS = ("REFSHEET_MODEL", "REFSHEET_BACKEND", "REFSHEET_API_BASE")
+MODEL_SETTINGS = (
+    "REFSHEET_MODEL", "REFSHEET_BACKEND", "REFSHEET_API_BASE", "REFSHEET_GGUF_MODEL", "REFSHEET_GGUF_REPO",
+)  # fmt: skip
+# Settings that may name a file or folder: a relative one is made absolute (the server runs elsewhere).
+PATH_SETTINGS = ("REFSHEET_MODEL", "REFSHEET_GGUF_MODEL", "REFSHEET_GGUF_MMPROJ")
 
 
 def data_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -36,6 +40,11 @@ def data_dir(environ: Mapping[str, str] | None = None) -> Path:
     if given := environ.get("REFSHEET_DATA_DIR"):
         return Path(given).expanduser().resolve()
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def logs_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The logs (`desktop.system`): the data folder's `logs/`."""
+    return data_dir(environ) / "logs"
 
 
 def config_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -47,13 +56,20 @@ def config_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 @dataclass(frozen=True)
 class Choice:
-    """What the first-run screen saved. `backend` "local": `model` is a folder or a hub id;
-    "openai": `api_base` and `api_model` name a server. Secrets travel separately."""
+    """What the first-run screen saved. `backend` "gguf" (llama.cpp): `gguf_model` and `gguf_mmproj` are
+    files, or `gguf_repo` with `gguf_file` and `gguf_mmproj_file` names a hub repository's; "local"
+    (transformers): `model` is a folder or a hub id; "openai": `api_base` and `api_model` name a server.
+    Secrets travel separately."""
 
     backend: str = "local"
     model: str = ""
     api_base: str = ""
     api_model: str = ""
+    gguf_model: str = ""
+    gguf_mmproj: str = ""
+    gguf_repo: str = ""
+    gguf_file: str = ""
+    gguf_mmproj_file: str = ""
 
     def environment(self) -> dict[str, str]:
         if self.backend == "openai":
@@ -62,6 +78,16 @@ class Choice:
                 "REFSHEET_API_BASE": self.api_base,
                 "REFSHEET_API_MODEL": self.api_model,
             }
+        if self.backend == "gguf" and self.gguf_model:
+            return {"REFSHEET_BACKEND": "gguf", "REFSHEET_GGUF_MODEL": self.gguf_model,
+                    "REFSHEET_GGUF_MMPROJ": self.gguf_mmproj}  # fmt: skip
+        if self.backend == "gguf":
+            return {
+                "REFSHEET_BACKEND": "gguf",
+                "REFSHEET_GGUF_REPO": self.gguf_repo,
+                "REFSHEET_GGUF_FILE": self.gguf_file,
+                "REFSHEET_GGUF_MMPROJ_FILE": self.gguf_mmproj_file,
+            }
         return {"REFSHEET_BACKEND": "local", "REFSHEET_MODEL": self.model}
 
 
@@ -69,8 +95,14 @@ SECRET_NAMES = ("HF_TOKEN", "REFSHEET_API_KEY")
 
 
 def _toml(values: Mapping[str, str]) -> str:
-    # JSON strings are valid TOML basic strings (the same escapes; non-ASCII as \\uXXXX).
-    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+    """TOML basic strings by way of JSON's (the same escapes), but with non-ASCII characters as they are:
+    JSON writes one beyond U+FFFF (an emoji in a folder's name) as two surrogate escapes, which TOML
+    refuses, and the whole file would then be unreadable. DEL, which TOML forbids raw, is escaped."""
+
+    def basic(value: str) -> str:
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+    return "".join(f"{key} = {basic(value)}\n" for key, value in values.items())
 
 
 def save_choice(choice: Choice, secrets: Mapping[str, str], folder: Path | None = None) -> Path:
@@ -132,8 +164,12 @@ def needs_first_run(environ: Mapping[str, str] | None = None) -> bool:
 
 def _absolute_if_path(value: str, cwd: Path) -> str:
     """A model given as a relative folder is resolved against where the app was started (the server
-    runs in the app's own folder); a hub id (`google/gemma-3-4b-it`) is left as it is."""
-    candidate = Path(value).expanduser()
+    runs in the app's own folder); a hub id (`google/gemma-3-4b-it`) is left as it is, and so is a
+    `~user/…` whose user this computer does not know (the server then says that it is not found)."""
+    try:
+        candidate = Path(value).expanduser()
+    except RuntimeError:
+        return value
     if not candidate.is_absolute() and (cwd / candidate).exists():
         return str((cwd / candidate).resolve())
     return str(candidate) if value.startswith("~") else value
@@ -153,8 +189,9 @@ def server_environment(environ: Mapping[str, str] | None = None, cwd: Path | Non
     for key, value in saved_secrets(folder).items():
         env.setdefault(key, value)
     env["REFSHEET_DATA_DIR"] = str(data_dir(environ))
-    if env.get("REFSHEET_MODEL"):
-        env["REFSHEET_MODEL"] = _absolute_if_path(env["REFSHEET_MODEL"], cwd)
+    for name in PATH_SETTINGS:
+        if env.get(name):
+            env[name] = _absolute_if_path(env[name], cwd)
     env.setdefault("REFSHEET_PRELOAD", "1")  # the model loads in the background once the window shows
     env.pop("STREAMLIT_SERVER_PORT", None)  # the desktop picks its own port
     return env

@@ -11,7 +11,10 @@ answers. The server's side (`serve`) makes sure it never outlives the window:
   reaches end-of-file, which the operating system does when the window's process exits in any way,
   or when its parent process id changes (POSIX re-parents orphans).
 
-The window's side stops it with SIGTERM (Streamlit shuts down cleanly) when the window closes.
+The window's side stops it with SIGTERM (Streamlit shuts down cleanly) when the window closes, and
+watches it meanwhile (`desktop.window`): a server that dies is reaped and started again, on the same
+port where it is free. The server's messages are worded for the desktop (`set_audience("desktop")`):
+they point at the menu's "Choose the model…", not at environment variables.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from desktop import app_root, is_frozen
+from desktop.system import rotate
 
 PR_SET_PDEATHSIG = 1
 
@@ -56,6 +60,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    """Whether the server could listen on `port` (as it does: reusing an address whose old connections
+    are still closing, on POSIX)."""
+    with socket.socket() as sock:
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def exit_reason(returncode: int) -> str:
+    """How a process ended, as a person reads it: "killed by SIGKILL", "exit code 1"."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+        return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
 
 
 # -- The server's side ---------------------------------------------------------------------------------
@@ -97,6 +123,9 @@ def _die_with_parent(parent_pid: int) -> None:
 def serve(port: int, parent_pid: int) -> None:
     """Run the app's Streamlit server in this process (the child), until stopped or orphaned."""
     _die_with_parent(parent_pid)
+    from core.base.i18n import set_audience
+
+    set_audience("desktop")
     root = app_root()
     os.chdir(root)  # .streamlit/config.toml (the theme) and the pages are found from here
     from streamlit.web import cli
@@ -105,6 +134,11 @@ def serve(port: int, parent_pid: int) -> None:
 
 
 # -- The window's side -----------------------------------------------------------------------------------
+# The health check goes straight to the loopback server: an http_proxy in the environment (without a
+# no_proxy that names 127.0.0.1) would otherwise send it to the proxy, and the server would never answer.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class ServerFailed(RuntimeError):
     """The server exited or did not answer; the message ends with the end of its log."""
 
@@ -130,26 +164,37 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 180.0) -> str:
+    def start(self, timeout: float = 180.0, port: int = 0) -> str:
+        """Start the server (on `port` if it is given and free) and wait until it answers; its URL."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(3):  # a port taken between choosing and binding: choose again
-            self.port = free_port()
+        rotate(self.log_path)
+        for attempt in range(3):  # a port taken between choosing and binding: choose again
+            self.port = port if port and attempt == 0 and port_is_free(port) else free_port()
             with self.log_path.open("ab") as log:
-                self.proc = subprocess.Popen(
-                    server_command(self.port),
-                    cwd=app_root(),
-                    env=self.env,
-                    stdin=subprocess.PIPE,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
-                )
+                try:
+                    self.proc = subprocess.Popen(
+                        server_command(self.port),
+                        cwd=app_root(),
+                        env=self.env,
+                        stdin=subprocess.PIPE,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+                    )
+                except (OSError, ValueError) as problem:  # a setting too long for the system, or with a NUL
+                    log.write(f"RefSheet Chat: the server could not be started: {problem}\n".encode())
+                    break
             if self._wait_until_answering(timeout):
                 return self.url
             if "already in use" not in self.log_tail():
                 break
+            self.stop()  # the next try must not leave this one running
         self.stop()
         raise ServerFailed(f"The app's server did not start; its log ({self.log_path}) ends:\n{self.log_tail()}")
+
+    def died(self) -> int | None:
+        """The exit status of a server that ended by itself (reaped: no zombie is left), else None."""
+        return None if self.proc is None else self.proc.poll()
 
     def _wait_until_answering(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -157,18 +202,22 @@ class ServerProcess:
             if self.proc is None or self.proc.poll() is not None:
                 return False
             try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as answer:
+                with _DIRECT.open(f"{self.url}/_stcore/health", timeout=2) as answer:
                     if answer.status == 200:
                         return True
             except OSError:
                 time.sleep(0.2)
         return False
 
-    def log_tail(self, chars: int = 3000) -> str:
+    def log_tail(self, lines: int = 30, chars: int = 4000) -> str:
+        """The log's last `lines` lines (at most `chars` characters)."""
         try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
+            with self.log_path.open("rb") as fh:
+                fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4 * chars))
+                text = fh.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
+        return "\n".join(text.splitlines()[-lines:])[-chars:]
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

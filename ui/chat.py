@@ -27,6 +27,7 @@ from storage.tables import Conversation, Role
 from ui import resources, state
 from ui.language import lang, say, tr
 from ui.markdown import inert, inert_line, inert_stream
+from ui.server import unexpected
 from ui.state import ReplyPlan
 from ui.widgets import ask_to_confirm, confirmation, picture
 
@@ -389,6 +390,20 @@ def _letting_go_of_the_kept_row(write: Callable[..., None]) -> Callable[..., Non
     return writing
 
 
+def _write_stream(chunks: Iterator[str], every_s: float = 0.05) -> str:
+    """Streamed text drawn into one placeholder as it comes (at most every `every_s`, and at the end):
+    what `st.write_stream` does for text, without its check for tables, which imports pandas, a
+    package the desktop build leaves out. Each drawing is also where Streamlit acts on Stop."""
+    slot, text, drawn = st.empty(), "", 0.0
+    for chunk in chunks:
+        text += chunk
+        if time.monotonic() - drawn >= every_s:
+            slot.markdown(text)
+            drawn = time.monotonic()
+    slot.markdown(text)
+    return text
+
+
 @_letting_go_of_the_kept_row
 def stream_reply(
     backend: Backend, plan: ReplyPlan, avatar: bytes | None, on_ready: Callable[[], None] | None = None
@@ -437,12 +452,15 @@ def stream_reply(
                 yield chunk
 
         try:
-            st.write_stream(inert_stream(chunks()))
+            _write_stream(inert_stream(chunks()))
         except StorageFull as problem:  # the reply could not be saved: say so here, the page shows the rest
             st.error(say(problem), icon=":material/hard_drive:")
             return
-        except Exception:  # noqa: BLE001 - already saved on the message row; shown after the rerun
+        except (UserError, BackendError):  # already saved on the message row; shown after the rerun
             pass
+        except Exception as problem:  # noqa: BLE001 - the page's own fault, not the reply's: logged, said here
+            unexpected(problem)
+            return
         finally:
             run.close()
     st.rerun()

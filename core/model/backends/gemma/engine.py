@@ -22,6 +22,7 @@ from core.base.i18n import Text
 from core.base.sheets import Picture
 from core.model.backend import Cancelled, GenerationStats, OnProgress, ReplyRequest, ReplyStream, Reporter
 from core.model.backends import model_thread
+from core.model.backends.gemma.control import ControlTokens
 from core.model.backends.gemma.kvcache import KVStore
 from core.model.backends.gemma.model import ModelHandle
 from core.model.backends.gemma.streaming import TokenStreamer, stop_criterion
@@ -92,6 +93,7 @@ class ChatEngine:
         self.gate = FifoGate()
         self.pixels = PixelCache(handle.processor, handle.model.dtype)
         self.kv = kv_store  # None: every turn starts cold, as the upstream demo does
+        self._controls: ControlTokens | None = None
 
     # -- encoding ---------------------------------------------------------------------------------
     def encode(
@@ -104,11 +106,15 @@ class ChatEngine:
         """Tokenise messages exactly as the processor would, without re-processing cached images;
         `continuation` is the model's reply so far, which it carries on from."""
 
-        processor = self.handle.processor
+        import torch
+
+        processor, control = self.handle.processor, self._control()
         tok = processor.tokenizer
-        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + continuation
+        text = processor.apply_chat_template(
+            [control.message(m) for m in messages], tokenize=False, add_generation_prompt=True
+        ) + control.escape(continuation)
         text = text.replace(processor.boi_token, processor.full_image_sequence)
-        ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = torch.tensor([control.ids(text)], dtype=torch.long)
         boi = [i for i, v in enumerate(ids[0].tolist()) if v == tok.boi_token_id]
         if len(boi) != len(images):
             raise ValueError(f"{len(boi)} image placeholders for {len(images)} images")
@@ -117,10 +123,17 @@ class ChatEngine:
 
     def token_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         """Token ids of a conversation (images as their soft tokens), without pixel work."""
-        processor = self.handle.processor
-        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        text = text.replace(processor.boi_token, processor.full_image_sequence)
-        return processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+        processor, control = self.handle.processor, self._control()
+        text = processor.apply_chat_template(
+            [control.message(m) for m in messages], tokenize=False, add_generation_prompt=True
+        )
+        return control.ids(text.replace(processor.boi_token, processor.full_image_sequence))
+
+    def _control(self) -> ControlTokens:
+        """The tokenizer's control tokens, found once (see `core.model.backends.gemma.control`)."""
+        if self._controls is None:
+            self._controls = ControlTokens(self.handle.processor.tokenizer)
+        return self._controls
 
     def count_tokens(self, messages: list[dict[str, Any]]) -> int:
         return len(self.token_ids(messages))

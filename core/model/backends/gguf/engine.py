@@ -164,12 +164,20 @@ class GGUFEngine:
         if self.owner is not None and self.owner != conversation and losing and session.keys:
             self.states.put(self.owner, session.snapshot())
         if start.state is not None and not session.restore(start.state):
+            self._forget(start.state)
             start = Start(0, "cold")  # refused (never with matching files): computed afresh
         session.cut(start.cached)
         if conversation is not None:
             self.states.pop(conversation)  # the cache holds its newest positions now
         self.owner = conversation
         return start
+
+    def _forget(self, state: State) -> None:
+        """A snapshot llama.cpp refused is dropped, from memory and from disk (a damaged file whose
+        checksum was made to match), so the prefix computed instead is kept in its place."""
+        self.states.discard(state)
+        if self.disk is not None and (path := self.disk.path_for(state.keys)).is_file():
+            self.disk.drop(path, "llama.cpp refused its state")
 
     def _keep_prefix(self, prefix_key: str) -> None:
         """Snapshot the character prefix the cache holds now, for later conversations and restarts."""

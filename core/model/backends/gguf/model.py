@@ -72,7 +72,7 @@ class GGUFHandle:
 
 def physical_cores() -> int:
     """Threads for llama.cpp: one per physical core this process may use (hyper-threads only contend)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    usable = usable_cpus()
     cores = 0
     if sys.platform == "linux":
         found = set()
@@ -88,6 +88,17 @@ def physical_cores() -> int:
     else:  # Windows: assume two hardware threads a core, as llama-cpp-python's own default does
         cores = usable // 2
     return max(1, min(cores or usable, usable))
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def thread_count(asked: int) -> int:
+    """Threads for llama.cpp: `REFSHEET_GGUF_THREADS`, at most one per logical CPU this process may use
+    (its threads spin while they wait: more only contend, and a huge number crashes the process when
+    they cannot all be started); 0: one per physical core."""
+    return max(1, min(asked, usable_cpus())) if asked > 0 else physical_cores()
 
 
 def file_identity(path: Path) -> str:
@@ -183,7 +194,7 @@ def load_gguf(settings: Settings, progress: Progress | None = None) -> GGUFHandl
     llama_cpp = _import_llama_cpp()
     files = resolve_files(settings, progress)
     gpu = settings.device != "cpu" and bool(llama_cpp.llama_supports_gpu_offload())
-    threads = settings.gguf_threads or physical_cores()
+    threads = thread_count(settings.gguf_threads)
     device = "gpu" if gpu else "cpu"
     progress(Text("model.phase.load_gguf", {"file": files.model.name, "device": device, "threads": threads}))
     n_ctx = settings.context_tokens or DEFAULT_CONTEXT_CAP

@@ -6,11 +6,16 @@ tokens, `<end_of_image>\\n\\n`. Text is tokenized with the model's own tokenizer
 between pictures, as libmtmd does; a picture's positions get one negative key from its sha256 (no
 token id is negative), so two prompts share a prefix exactly where they hold the same tokens and the
 same pictures. Counting needs no pixels: a picture always takes `image_tokens` positions.
+
+Only the template speaks in control tokens: a `<start_of_turn>` or `<start_of_image>` that a person
+typed (or a card carries) is text, tokenized as its characters, as a stranger's words must be.
 """
 
 from __future__ import annotations
 
 import ctypes
+import re
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,6 +72,20 @@ GEMMA3_TEMPLATE = (
 )
 
 
+_TAG = re.compile(r"<[^<>]+>")  # how Gemma's control tokens look; any other is matched literally
+
+
+def control_tokens(llm: Any) -> frozenset[str]:
+    """The texts of the vocabulary's control tokens (`<start_of_turn>`, `<start_of_image>`, `<bos>`…):
+    those llama.cpp's tokenizer only makes when told to parse special tokens."""
+    import llama_cpp
+
+    vocab, wanted = llm._model.vocab, llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+    found = (llm.detokenize([i], special=True) for i in range(llm.n_vocab())
+             if llama_cpp.llama_vocab_get_attr(vocab, i) & wanted)  # fmt: skip
+    return frozenset(text.decode("utf-8", "replace") for text in found if text)
+
+
 def image_key(sha256: str) -> int:
     """The key of each position of a picture: negative (never a token id), from its content hash."""
     return -1 - int(sha256[:15], 16)
@@ -109,15 +128,63 @@ class Encoder:
         env.globals["raise_exception"] = _raise
         self._template = env.from_string(llm.metadata.get("tokenizer.chat_template") or GEMMA3_TEMPLATE)
         self._bos = llm.detokenize([llm.token_bos()], special=True).decode("utf-8", "replace")
+        self._control = control_tokens(llm)
+        irregular = [re.escape(t) for t in sorted(self._control, key=len, reverse=True) if not _TAG.fullmatch(t)]
+        self._find = re.compile("|".join([*irregular, _TAG.pattern]))
+        # Put inside a control token someone typed, until tokenizing: unguessable, so no text can forge
+        # it, and removed before llama.cpp reads the text (see `escape`).
+        self._mark = f"\ue000{secrets.token_hex(8)}\ue001"
         self._boi, self._eoi = self.tokens(BOI), self.tokens(EOI)
 
+    def _controls(self, text: str) -> Iterator[re.Match[str]]:
+        """The control tokens written in `text`, in order."""
+        at = 0
+        while found := self._find.search(text, at):
+            if found.group() in self._control:
+                yield found
+                at = found.end()
+            else:  # `<b>` or the like: a control token may still start inside it
+                at = found.start() + 1
+
     def tokens(self, text: str) -> list[int]:
-        """The model's own tokenization; special tokens (`<start_of_turn>`…) as themselves."""
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) if text else []
+        """The model's own tokenization: the control tokens in `text` (`<start_of_turn>`…) as themselves,
+        the rest as plain text, as llama.cpp itself does it (it splits at control tokens and tokenizes
+        the pieces between them); an escaped one (see `escape`) is plain text."""
+        out: list[int] = []
+        at = 0
+        for found in self._controls(text):
+            out += self._plain(text[at : found.start()])
+            out += self.llm.tokenize(found.group().encode("utf-8"), add_bos=False, special=True)
+            at = found.end()
+        return out + self._plain(text[at:])
+
+    def _plain(self, text: str) -> list[int]:
+        text = text.replace(self._mark, "")
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
+
+    def escape(self, text: str) -> str:
+        """`text` with each control token in it broken by the mark (after its first character), so that
+        neither the split at pictures nor `tokens` takes it for one: it is read as the characters typed."""
+        out, at = [], 0
+        for found in self._controls(text):
+            out += [text[at : found.start() + 1], self._mark]
+            at = found.start() + 1
+        return "".join(out) + text[at:]
+
+    def _escaped(self, message: dict[str, Any]) -> dict[str, Any]:
+        content = message.get("content")
+        if isinstance(content, str):
+            return {**message, "content": self.escape(content)}
+        if isinstance(content, list):
+            items = [{**i, "text": self.escape(i["text"])} if i.get("type") == "text" else i for i in content]
+            return {**message, "content": items}
+        return message
 
     def text(self, messages: list[dict[str, Any]], continuation: str = "") -> str:
-        rendered = self._template.render(messages=messages, add_generation_prompt=True, bos_token=self._bos)
-        return rendered + continuation
+        """The rendered prompt; what the messages and `continuation` say is escaped (see `escape`)."""
+        escaped = [self._escaped(m) for m in messages]
+        rendered = self._template.render(messages=escaped, add_generation_prompt=True, bos_token=self._bos)
+        return rendered + self.escape(continuation)
 
     def segments(self, text: str) -> list[str]:
         """The text between pictures, with the blank lines Gemma3Processor puts around each picture."""

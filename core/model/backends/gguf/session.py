@@ -56,13 +56,18 @@ class Session:
 
     def restore(self, state: State) -> bool:
         """Put a snapshot in the cache instead of what it holds; False (and an empty cache) if llama.cpp
-        refuses it (a state of another shape)."""
+        refuses it (a state of another shape) or it does not end where its keys do
+        (another prompt's state under this one's keys: replies would read the wrong conversation)."""
         import llama_cpp
 
         self.llm._ctx.kv_cache_clear()
         self.keys, self.llm.n_tokens = [], 0
         source = (ctypes.c_uint8 * state.nbytes).from_buffer_copy(state.data)
         if not state.data or llama_cpp.llama_state_seq_set_data(self.llm.ctx, source, state.nbytes, 0) == 0:
+            self.llm._ctx.kv_cache_clear()
+            return False
+        # The last position only: the sliding-window layers' cache may report a later first one.
+        if llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(self.llm.ctx), 0) != len(state.keys) - 1:
             self.llm._ctx.kv_cache_clear()
             return False
         self.keys = list(state.keys)

@@ -72,6 +72,12 @@ class States:
         with self._lock:
             return self._entries.pop(name, None)
 
+    def discard(self, state: State) -> None:
+        """Forget `state` under whatever names it is kept."""
+        with self._lock:
+            for name in [n for n, s in self._entries.items() if s is state]:
+                del self._entries[name]
+
     def report(self) -> dict[str, Any]:
         with self._lock:
             return {"entries": len(self._entries), "bytes": sum(s.nbytes for s in self._entries.values())}
