@@ -15,50 +15,13 @@ Both save with `save_pretrained`, and the app loads the folder exactly as it loa
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
-GEMMA3_CHAT_TEMPLATE = (
-    "{{ bos_token }}\n"
-    "{%- if messages[0]['role'] == 'system' -%}\n"
-    "    {%- if messages[0]['content'] is string -%}\n"
-    "        {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}\n"
-    "    {%- else -%}\n"
-    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\\n\\n' -%}\n"
-    "    {%- endif -%}\n"
-    "    {%- set loop_messages = messages[1:] -%}\n"
-    "{%- else -%}\n"
-    '    {%- set first_user_prefix = "" -%}\n'
-    "    {%- set loop_messages = messages -%}\n"
-    "{%- endif -%}\n"
-    "{%- for message in loop_messages -%}\n"
-    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
-    '        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}\n'
-    "    {%- endif -%}\n"
-    "    {%- if (message['role'] == 'assistant') -%}\n"
-    '        {%- set role = "model" -%}\n'
-    "    {%- else -%}\n"
-    "        {%- set role = message['role'] -%}\n"
-    "    {%- endif -%}\n"
-    "    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}\n"
-    "    {%- if message['content'] is string -%}\n"
-    "        {{ message['content'] | trim }}\n"
-    "    {%- elif message['content'] is iterable -%}\n"
-    "        {%- for item in message['content'] -%}\n"
-    "            {%- if item['type'] == 'image' -%}\n"
-    "                {{ '<start_of_image>' }}\n"
-    "            {%- elif item['type'] == 'text' -%}\n"
-    "                {{ item['text'] | trim }}\n"
-    "            {%- endif -%}\n"
-    "        {%- endfor -%}\n"
-    "    {%- else -%}\n"
-    '        {{ raise_exception("Invalid content type") }}\n'
-    "    {%- endif -%}\n"
-    "    {{ '<end_of_turn>\\n' }}\n"
-    "{%- endfor -%}\n"
-    "{%- if add_generation_prompt -%}\n"
-    "    {{'<start_of_turn>model\\n'}}\n"
-    "{%- endif -%}\n"
-)
+from core.model.prompts import GEMMA3_TEMPLATE
 
 MM_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
 SPECIALS = [
@@ -206,7 +169,7 @@ def build_tiny(
     folder.mkdir(parents=True, exist_ok=True)
     if text_only:
         Gemma3ForCausalLM(tc).save_pretrained(folder)
-        tok.chat_template = GEMMA3_CHAT_TEMPLATE
+        tok.chat_template = GEMMA3_TEMPLATE
         tok.save_pretrained(folder)
         if gguf_ready:
             _write_spm(folder)
@@ -235,7 +198,7 @@ def build_tiny(
     processor = Gemma3Processor(
         Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}),
         tok,
-        chat_template=GEMMA3_CHAT_TEMPLATE,
+        chat_template=GEMMA3_TEMPLATE,
         image_seq_length=4,
     )
     processor.save_pretrained(folder)
@@ -308,8 +271,37 @@ def build_realistic(folder: Path, seed: int = 0) -> Path:
     processor = Gemma3Processor(
         Gemma3ImageProcessorPil(size={"height": 896, "width": 896}),
         tok,
-        chat_template=GEMMA3_CHAT_TEMPLATE,
+        chat_template=GEMMA3_TEMPLATE,
         image_seq_length=256,
     )
     processor.save_pretrained(folder)
     return folder
+
+
+# -- llama.cpp's converter ------------------------------------------------------------------------------
+CACHE = Path(os.environ.get("REFSHEET_TEST_CACHE") or Path.home() / ".cache" / "refsheet-chat-tests")
+
+
+def llama_cpp_converter(cache: Path = CACHE) -> Path:
+    """llama.cpp's `convert_hf_to_gguf.py` (with its `conversion` package and gguf-py) from the source
+    distribution of the installed llama-cpp-python, downloaded once with pip into `cache` (the tests'
+    and the bench's); never copied into the repository."""
+    import llama_cpp
+    from filelock import FileLock
+
+    version = llama_cpp.__version__
+    script = cache / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
+    if script.is_file():
+        return script
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache / "converter.lock")):
+        if not script.is_file():
+            command = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
+                       f"llama-cpp-python=={version}", "-d", str(cache)]  # fmt: skip
+            subprocess.run(command, check=True, capture_output=True, timeout=900)
+            wanted = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/",
+                      "vendor/llama.cpp/gguf-py/")  # fmt: skip
+            with tarfile.open(cache / f"llama_cpp_python-{version}.tar.gz") as archive:
+                members = [m for m in archive.getmembers() if m.name.partition("/")[2].startswith(wanted)]
+                archive.extractall(cache, members=members, filter="data")
+    return script

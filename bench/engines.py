@@ -49,7 +49,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -61,7 +60,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "engines.json"
 SHEET = ROOT.parent / "shared" / "images" / "seraphina_neutral.png"
 MB, GB = 2**20, 2**30
-CACHE = Path(os.environ.get("REFSHEET_TEST_CACHE") or Path.home() / ".cache" / "refsheet-chat-tests")
 
 # google/gemma-3-4b-it's config.json (the hub's file, with the defaults it relies on written out).
 GEMMA3_4B_CONFIG: dict[str, Any] = {
@@ -114,18 +112,8 @@ GEMMA3_4B_CONFIG: dict[str, Any] = {
     },
 }
 
-QUESTIONS = [
-    "Hello! Who are you?",
-    "Where do you live?",
-    "What is your favourite food?",
-    "Tell me about your friends.",
-    "What do you do on a rainy day?",
-    "What are you afraid of?",
-    "Do you like music?",
-    "What was your best day?",
-    "What do you dream about?",
-    "Will we meet again tomorrow?",
-]
+from bench.turns import QUESTIONS  # noqa: E402 - the same conversation as bench.turns
+
 GREETING = "Oh! A visitor. Welcome to my glade, traveller."
 
 # Every row: (part, name, engine, weights). The names are what --only takes ("1:transformers-nf4").
@@ -188,27 +176,10 @@ def memory_bandwidth(size: int = GB, repeats: int = 10) -> dict[str, float]:
 
 # -- artefacts ------------------------------------------------------------------------------------------
 def converter() -> Path:
-    """llama.cpp's `convert_hf_to_gguf.py` from the llama-cpp-python sdist of the installed version, in the
-    cache folder the tests use (downloaded once with pip; never copied into the repository)."""
-    import llama_cpp
+    """llama.cpp's own converter, in the cache folder the tests use (see `bench.checkpoints`)."""
+    from bench.checkpoints import llama_cpp_converter
 
-    version = llama_cpp.__version__
-    script = CACHE / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
-    if script.is_file():
-        return script
-    from filelock import FileLock
-
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(CACHE / "converter.lock")):
-        if not script.is_file():
-            run_step([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                      f"llama-cpp-python=={version}", "-d", str(CACHE)], "downloading the sdist")  # fmt: skip
-            wanted = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/",
-                      "vendor/llama.cpp/gguf-py/")  # fmt: skip
-            with tarfile.open(CACHE / f"llama_cpp_python-{version}.tar.gz") as archive:
-                members = [m for m in archive.getmembers() if m.name.partition("/")[2].startswith(wanted)]
-                archive.extractall(CACHE, members=members, filter="data")
-    return script
+    return llama_cpp_converter()
 
 
 def convert(folder: Path, out: Path, outtype: str = "f16", mmproj: bool = False) -> Path:
@@ -781,8 +752,11 @@ def _f(value: Any, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    return "–" if not a or not b else f"{a / b:.1f}×"
+def _ratio(a: float | None, b: float | None, better: str = "", worse: str = "") -> str:
+    """`a ÷ b` as "N× better"; below 1, as its inverse and "worse" (never "0.5× faster")."""
+    if not a or not b:
+        return "–"
+    return f"{a / b:.1f}× {better}".rstrip() if a >= b else f"{b / a:.1f}× {worse}".rstrip()
 
 
 def bound(bandwidth: dict[str, Any], row: dict[str, Any]) -> float | None:
@@ -880,15 +854,15 @@ def ratio_lines(rows: dict[str, Any], pairs: list[tuple[str, str]], part: int) -
         said = []
         if part == 1:
             ta, tb = a.get("turns") or [{}], b.get("turns") or [{}]
-            said.append(f"turn 1 {_ratio(tb[0].get('ttft_s'), ta[0].get('ttft_s'))} sooner")
+            said.append(f"turn 1 {_ratio(tb[0].get('ttft_s'), ta[0].get('ttft_s'), 'sooner', 'later')}")
             if len(ta) == len(tb):
-                said.append(f"turn 10 {_ratio(tb[-1].get('ttft_s'), ta[-1].get('ttft_s'))} sooner")
+                said.append(f"turn 10 {_ratio(tb[-1].get('ttft_s'), ta[-1].get('ttft_s'), 'sooner', 'later')}")
         else:
-            cold = _ratio(b.get("cold", {}).get("ttft_s"), a.get("cold", {}).get("ttft_s"))
-            restart = _ratio(b.get("restart", {}).get("ttft_s"), a.get("restart", {}).get("ttft_s"))
-            said.append(f"sheet encode {_ratio(b.get('encode_s'), a.get('encode_s'))} faster")
-            said += [f"first reply {cold} sooner", f"after a restart {restart} sooner"]
-        said.append(f"decode {_ratio(decode_tps(a)[0], decode_tps(b)[0])} faster")
+            cold = _ratio(b.get("cold", {}).get("ttft_s"), a.get("cold", {}).get("ttft_s"), "sooner", "later")
+            restart = _ratio(b.get("restart", {}).get("ttft_s"), a.get("restart", {}).get("ttft_s"), "sooner", "later")
+            said.append(f"sheet encode {_ratio(b.get('encode_s'), a.get('encode_s'), 'faster', 'slower')}")
+            said += [f"first reply {cold}", f"after a restart {restart}"]
+        said.append(f"decode {_ratio(decode_tps(a)[0], decode_tps(b)[0], 'faster', 'slower')}")
         if peak_rss(a) and peak_rss(b):
             said.append(f"peak RSS {peak_rss(a) / peak_rss(b):.2f}× transformers'")
         lines.append(f"- **{fast} vs {slow}**: " + ", ".join(said))

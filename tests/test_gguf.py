@@ -13,13 +13,13 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from bench.checkpoints import CACHE, llama_cpp_converter  # one cache folder for tests and bench
 from core.base.sampling import SamplerSettings
 from core.base.settings import Settings, load_settings
 from core.model.backend import BackendError, ReplyRequest
@@ -28,32 +28,13 @@ from core.model.prompts import CharacterPrompt, Turn
 from tests.conftest import ROOT, sheet_image
 
 GREEDY = SamplerSettings(temperature=0, max_new_tokens=24)
-CACHE = Path(os.environ.get("REFSHEET_TEST_CACHE") or Path.home() / ".cache" / "refsheet-chat-tests")
 
 
 # -- the converter and the models -----------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def converter() -> Path:
-    """llama.cpp's `convert_hf_to_gguf.py` (with its `conversion` package and gguf-py) from the source
-    distribution of the llama-cpp-python that runs the models, downloaded once into the cache folder."""
-    import llama_cpp
-    from filelock import FileLock
-
-    version = llama_cpp.__version__
-    root = CACHE / f"llama_cpp_python-{version}"
-    script = root / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(CACHE / "converter.lock")):
-        if not script.is_file():
-            command = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                       f"llama-cpp-python=={version}", "-d", str(CACHE)]  # fmt: skip
-            subprocess.run(command, check=True, capture_output=True, timeout=900)
-            wanted = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/",
-                      "vendor/llama.cpp/gguf-py/")  # fmt: skip
-            with tarfile.open(CACHE / f"llama_cpp_python-{version}.tar.gz") as archive:
-                members = [m for m in archive.getmembers() if m.name.partition("/")[2].startswith(wanted)]
-                archive.extractall(CACHE, members=members, filter="data")
-    return script
+    """llama.cpp's own converter, from the sdist of the llama-cpp-python that runs the models (cached)."""
+    return llama_cpp_converter()
 
 
 def convert(script: Path, folder: Path, out: Path, *, mmproj: bool = False) -> Path:

@@ -1,6 +1,8 @@
 """What the two in-process backends share (transformers in `gemma`, llama.cpp in `gguf`); torch-free.
 
 - `FifoGate`: one reply at a time, in arrival order, and how many are ahead of each waiter.
+- `Pipe` and `relay`: text and phases from the model thread to the reader's thread, the first chunk
+  timed, and the model told to stop when the reader goes away.
 - `InProcessBackend`: the shell around an engine. The model loads once per process, on the model
   thread (`core.model.backends.model_thread`), the first time a reply or `prepare()` needs it; whoever
   arrives meanwhile waits for that load and sees its phases; a failure is remembered for the status.
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +26,7 @@ from core.model.backend import (
     BackendError,
     BackendStatus,
     Cancelled,
+    GenerationStats,
     OnProgress,
     Progress,
     ReplyRequest,
@@ -33,6 +37,56 @@ from core.model.backends import model_thread
 from core.model.prompts import CharacterPrompt
 
 log = logging.getLogger(__name__)
+
+
+class Pipe:
+    """Text and phases from the model thread to the reader, and a tick (None) when nothing comes."""
+
+    _DONE = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue()
+
+    def put(self, item: str | Text) -> None:
+        self._queue.put(item)
+
+    def end(self) -> None:
+        self._queue.put(self._DONE)
+
+    def items(self, tick: float) -> Iterator[str | Text | None]:
+        """Text chunks and phases as they come, and None whenever `tick` seconds pass without either."""
+        while True:
+            try:
+                item = self._queue.get(timeout=tick)
+            except queue.Empty:
+                yield None
+                continue
+            if item is self._DONE:
+                return
+            yield item
+
+
+def relay(
+    items: Iterator[str | Text | None], stats: GenerationStats, report: Reporter, started: float, stop: threading.Event
+) -> Iterator[str]:
+    """The reader's side of a reply: each text chunk yielded (the first one's time kept in `stats`, so a
+    reply saved mid-way carries it), each phase or tick of the clock reported. If the reader goes away
+    before the end (Stop, a rerun, a closed tab), `stop` is set, so the model is free at once."""
+    drained = False
+    try:
+        for item in items:
+            if isinstance(item, str):
+                if item:
+                    if not stats.ttft_s:
+                        stats.ttft_s = time.perf_counter() - started
+                    report.current = Text("progress.writing", {"tokens": stats.new_tokens})
+                    yield item
+            else:
+                report(item)
+        drained = True
+    finally:
+        if not drained:
+            stop.set()
 
 
 def size_text(n: int) -> str:

@@ -17,6 +17,8 @@ import re
 import secrets
 from typing import Any
 
+from core.model.prompts import map_text
+
 
 class ControlTokens:
     """The tokenizer's control tokens: escaping them in text, and tokenizing a rendered prompt."""
@@ -37,13 +39,7 @@ class ControlTokens:
 
     def message(self, message: dict[str, Any]) -> dict[str, Any]:
         """A chat message whose text (a string, or the text items of a list) is escaped."""
-        content = message.get("content")
-        if isinstance(content, str):
-            return {**message, "content": self.escape(content)}
-        if isinstance(content, list):
-            items = [{**i, "text": self.escape(i["text"])} if i.get("type") == "text" else i for i in content]
-            return {**message, "content": items}
-        return message
+        return map_text(message, self.escape)
 
     def ids(self, text: str) -> list[int]:
         """Token ids of a rendered prompt: its control tokens as themselves, every other piece as text."""

@@ -26,7 +26,7 @@ from core.model.backends.gemma.control import ControlTokens
 from core.model.backends.gemma.kvcache import KVStore
 from core.model.backends.gemma.model import ModelHandle
 from core.model.backends.gemma.streaming import TokenStreamer, stop_criterion
-from core.model.backends.inprocess import FifoGate
+from core.model.backends.inprocess import FifoGate, relay
 from core.model.context import fit
 from core.model.prompts import CharacterPrompt, build_messages, prefix_message
 
@@ -231,21 +231,9 @@ class ChatEngine:
                     streamer.end()
 
             done = model_thread.submit(work)  # all torch work on the one model thread
-            drained = False
             try:
-                for item in streamer.items(tick=0.5):
-                    if isinstance(item, str):
-                        if item:
-                            if not stats.ttft_s:  # known now, so a reply saved mid-way carries it too
-                                stats.ttft_s = time.perf_counter() - started
-                            report.current = Text("progress.writing", {"tokens": stats.new_tokens})
-                            yield item
-                    else:
-                        report(item)  # a new phase from the model thread, or a tick of the clock
-                drained = True
+                yield from relay(streamer.items(tick=0.5), stats, report, started, stop)
             finally:
-                if not drained:
-                    stop.set()  # the consumer went away (a rerun, a closed tab): free the model now
                 done.result()
                 finished = time.perf_counter()
                 stats.stopped = stop.is_set()

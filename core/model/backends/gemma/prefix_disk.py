@@ -12,33 +12,24 @@ computes the prefix again and writes a good one.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import logging
-import os
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from core.model.backends.prefix_files import PrefixFiles
+
 SUFFIX = ".kv.safetensors"
 
 
-class PrefixDisk:
-    """Prefix KV snapshots in `folder`, at most `limit_bytes` of them, for the model `identity`."""
+class PrefixDisk(PrefixFiles):
+    """Prefix KV snapshots (safetensors) in `folder`, at most `limit_bytes` of them, for the model `identity`."""
+
+    suffix = SUFFIX
 
     def __init__(self, folder: Path, limit_bytes: int, identity: dict[str, str], new_cache: Callable[[], Any]):
-        self.folder, self.limit_bytes, self._new_cache = Path(folder), limit_bytes, new_cache
-        self._identity = json.dumps(identity, sort_keys=True)
-        self._lock = threading.Lock()
-        self.loads = self.saves = self.dropped = 0
-
-    def path_for(self, ids: Sequence[int]) -> Path:
-        digest = hashlib.sha256(self._identity.encode())
-        digest.update(json.dumps(list(ids)).encode())
-        return self.folder / f"{digest.hexdigest()[:32]}{SUFFIX}"
+        super().__init__(folder, limit_bytes, identity)
+        self._new_cache = new_cache
 
     def load(self, ids: Sequence[int], device: str) -> Any | None:
         """The saved cache holding exactly `ids`, or None (a file that cannot be used is deleted)."""
@@ -65,15 +56,9 @@ class PrefixDisk:
                     if "cumulative_length" in saved:
                         layer.cumulative_length = saved["cumulative_length"]
         except Exception as exc:  # noqa: BLE001 - any unreadable file is dropped and made again
-            log.warning("dropping the saved character prefix %s: %s", path.name, exc)
-            with self._lock:
-                self.dropped += 1
-            path.unlink(missing_ok=True)
+            self.drop(path, exc)
             return None
-        with contextlib.suppress(OSError):
-            os.utime(path)  # recently used: evicted last
-        with self._lock:
-            self.loads += 1
+        self.used(path)
         return cache
 
     def save(self, ids: Sequence[int], cache: Any) -> None:
@@ -90,39 +75,5 @@ class PrefixDisk:
         size = sum(t.numel() * t.element_size() for t in tensors.values())
         if size > self.limit_bytes:
             return
-        path = self.path_for(ids)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            meta = {"identity": self._identity, "ids": json.dumps(list(ids)), "layers": json.dumps(layers)}
-            save_file(tensors, str(temporary), metadata=meta)
-            with temporary.open("rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(temporary, path)
-        except Exception as exc:  # noqa: BLE001 - a full or read-only disk: the prefix is just not kept
-            log.warning("could not save a character prefix: %s", exc)
-            with contextlib.suppress(OSError):  # the folder itself may be what is wrong
-                temporary.unlink(missing_ok=True)
-            return
-        with self._lock:
-            self.saves += 1
-        self.trim()
-
-    def trim(self) -> None:
-        """Delete the least recently used files until the folder fits its budget."""
-        with self._lock:
-            files = []
-            for path in self.folder.glob(f"*{SUFFIX}"):
-                with contextlib.suppress(OSError):
-                    stat = path.stat()
-                    files.append((stat.st_mtime_ns, stat.st_size, path))
-            total = sum(size for _, size, _ in files)
-            for _, size, path in sorted(files):
-                if total <= self.limit_bytes:
-                    break
-                path.unlink(missing_ok=True)
-                total -= size
-
-    def report(self) -> dict[str, Any]:
-        with self._lock:
-            return {"disk_loads": self.loads, "disk_saves": self.saves}
+        meta = {"identity": self._identity, "ids": json.dumps(list(ids)), "layers": json.dumps(layers)}
+        self.write(self.path_for(ids), lambda temporary: save_file(tensors, str(temporary), metadata=meta))

@@ -7,7 +7,6 @@ the next step once a stop is asked for.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from typing import Any
 
 from core.base.i18n import Text
 from core.model.backend import GenerationStats
+from core.model.backends.inprocess import Pipe
 
 
 class TokenStreamer:
@@ -25,11 +25,9 @@ class TokenStreamer:
     notes when the first new token arrived and keeps `stats.new_tokens` current while streaming.
     """
 
-    _DONE = object()
-
     def __init__(self, tokenizer: Any, stats: GenerationStats) -> None:
         self._tokenizer, self._stats = tokenizer, stats
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._pipe = Pipe()
         self._prompt_seen = False
         self._tokens: list[int] = []
         self._printed = 0
@@ -58,27 +56,19 @@ class TokenStreamer:
             text = self._tokenizer.decode(self._tokens, skip_special_tokens=True)
             self._emit(text[self._printed :])
             self._tokens, self._printed = [], 0
-        self._queue.put(self._DONE)
+        self._pipe.end()
 
     def _emit(self, text: str) -> None:
         if text:
-            self._queue.put(text)
+            self._pipe.put(text)
 
     def phase(self, phase: Text) -> None:
         """Tell the reader what the model is busy with before the first token (from the model thread)."""
-        self._queue.put(phase)
+        self._pipe.put(phase)
 
     def items(self, tick: float) -> Iterator[str | Text | None]:
         """Text chunks and phases as they come, and None whenever `tick` seconds pass without either."""
-        while True:
-            try:
-                item = self._queue.get(timeout=tick)
-            except queue.Empty:
-                yield None
-                continue
-            if item is self._DONE:
-                return
-            yield item
+        return self._pipe.items(tick)
 
 
 def stop_criterion(event: threading.Event) -> Any:

@@ -16,7 +16,6 @@ first time is snapshotted on the way (and written to disk), so its next conversa
 from __future__ import annotations
 
 import codecs
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ from core.model.backends.gguf.model import GGUFHandle
 from core.model.backends.gguf.prompt import Encoder, Prompt
 from core.model.backends.gguf.session import Session
 from core.model.backends.gguf.states import State, StateDisk, States
-from core.model.backends.inprocess import FifoGate
+from core.model.backends.inprocess import FifoGate, Pipe, relay
 from core.model.context import fit
 from core.model.prompts import CharacterPrompt, build_messages, prefix_message
 
@@ -47,32 +46,6 @@ class Start:
     cached: int
     source: str  # "conversation" | "prefix" | "saved" (a prefix read from disk) | "cold"
     state: State | None = None
-
-
-class Pipe:
-    """Text and phases from the model thread to the reader, and a tick when nothing comes."""
-
-    _DONE = object()
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue()
-
-    def put(self, item: str | Text) -> None:
-        self._queue.put(item)
-
-    def end(self) -> None:
-        self._queue.put(self._DONE)
-
-    def items(self, tick: float) -> Iterator[str | Text | None]:
-        while True:
-            try:
-                item = self._queue.get(timeout=tick)
-            except queue.Empty:
-                yield None
-                continue
-            if item is self._DONE:
-                return
-            yield item
 
 
 class GGUFEngine:
@@ -300,20 +273,9 @@ class GGUFEngine:
                     pipe.end()
 
             done = model_thread.submit(work)  # all llama.cpp work on the one model thread
-            drained = False
             try:
-                for item in pipe.items(tick=0.5):
-                    if isinstance(item, str):
-                        if not stats.ttft_s:  # known now, so a reply saved mid-way carries it too
-                            stats.ttft_s = time.perf_counter() - started
-                        report.current = Text("progress.writing", {"tokens": stats.new_tokens})
-                        yield item
-                    else:
-                        report(item)  # a new phase from the model thread, or a tick of the clock
-                drained = True
+                yield from relay(pipe.items(tick=0.5), stats, report, started, stop)
             finally:
-                if not drained:
-                    stop.set()  # the consumer went away (Stop, a rerun, a closed tab): free the model now
                 done.result()
                 finished = time.perf_counter()
                 stats.stopped = stop.is_set()

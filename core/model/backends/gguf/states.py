@@ -14,11 +14,8 @@ the folder kept within a byte budget by evicting the least recently used.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
-import os
 import struct
 import threading
 from collections import OrderedDict
@@ -27,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from core.model.backends.prefix_files import PrefixFiles
+
 SUFFIX = ".gguf-kv"
 MAGIC = b"RSKV1\n"
 
@@ -83,20 +81,14 @@ class States:
             return {"entries": len(self._entries), "bytes": sum(s.nbytes for s in self._entries.values())}
 
 
-class StateDisk:
+class StateDisk(PrefixFiles):
     """Prefix states in `folder`, at most `limit_bytes` of them, for the model `identity`."""
 
-    def __init__(self, folder: Path, limit_bytes: int, identity: dict[str, str]) -> None:
-        self.folder, self.limit_bytes = Path(folder), limit_bytes
-        self._identity = json.dumps(identity, sort_keys=True)
-        self._lock = threading.Lock()
-        self._writer: threading.Thread | None = None
-        self.loads = self.saves = self.dropped = 0
+    suffix = SUFFIX
 
-    def path_for(self, keys: Sequence[int]) -> Path:
-        digest = hashlib.sha256(self._identity.encode())
-        digest.update(json.dumps(list(keys)).encode())
-        return self.folder / f"{digest.hexdigest()[:32]}{SUFFIX}"
+    def __init__(self, folder: Path, limit_bytes: int, identity: dict[str, str]) -> None:
+        super().__init__(folder, limit_bytes, identity)
+        self._writer: threading.Thread | None = None
 
     def load(self, keys: Sequence[int]) -> State | None:
         """The saved state of exactly `keys`, or None (a file that cannot be used is deleted)."""
@@ -118,17 +110,8 @@ class StateDisk:
         except Exception as exc:  # noqa: BLE001 - any unreadable file is dropped and made again
             self.drop(path, exc)
             return None
-        with contextlib.suppress(OSError):
-            os.utime(path)  # recently used: evicted last
-        with self._lock:
-            self.loads += 1
+        self.used(path)
         return State(tuple(keys), data)
-
-    def drop(self, path: Path, why: object) -> None:
-        log.warning("dropping the saved character prefix %s: %s", path.name, why)
-        with self._lock:
-            self.dropped += 1
-        path.unlink(missing_ok=True)
 
     def save(self, state: State) -> None:
         """Write `state` in the background (one write at a time, in order); `flush` waits for it."""
@@ -145,39 +128,13 @@ class StateDisk:
             previous.join()
         if state.nbytes > self.limit_bytes:
             return
-        path = self.path_for(state.keys)
         header = json.dumps(
             {"identity": self._identity, "keys": list(state.keys), "sha256": hashlib.sha256(state.data).hexdigest()}
         ).encode()
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+
+        def writer(temporary: Path) -> None:
             with temporary.open("wb") as fh:
                 fh.write(MAGIC + struct.pack("<I", len(header)) + header)
                 fh.write(state.data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(temporary, path)
-        except Exception as exc:  # noqa: BLE001 - a full or read-only disk: the prefix is just not kept
-            log.warning("could not save a character prefix: %s", exc)
-            with contextlib.suppress(OSError):  # the folder itself may be what is wrong
-                temporary.unlink(missing_ok=True)
-            return
-        with self._lock:
-            self.saves += 1
-        self.trim()
 
-    def trim(self) -> None:
-        """Delete the least recently used files until the folder fits its budget."""
-        with self._lock:
-            files = []
-            for path in self.folder.glob(f"*{SUFFIX}"):
-                with contextlib.suppress(OSError):
-                    stat = path.stat()
-                    files.append((stat.st_mtime_ns, stat.st_size, path))
-            total = sum(size for _, size, _ in files)
-            for _, size, path in sorted(files):
-                if total <= self.limit_bytes:
-                    break
-                path.unlink(missing_ok=True)
-                total -= size
+        self.write(self.path_for(state.keys), writer)
