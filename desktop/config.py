@@ -116,10 +116,12 @@ def save_choice(choice: Choice, secrets: Mapping[str, str], folder: Path | None 
     secret_file = folder / "secrets.toml"
     kept = {k: v for k, v in secrets.items() if k in SECRET_NAMES and v}
     if kept:
-        fd = os.open(secret_file.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        temporary = secret_file.with_suffix(".tmp")
+        temporary.unlink(missing_ok=True)  # a file left there keeps its own permissions: made anew, 0600
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(_toml(kept))
-        os.replace(secret_file.with_suffix(".tmp"), secret_file)
+        os.replace(temporary, secret_file)
     else:
         secret_file.unlink(missing_ok=True)
     return path

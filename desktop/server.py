@@ -40,12 +40,14 @@ PR_SET_PDEATHSIG = 1
 
 def streamlit_flags(port: int) -> list[str]:
     """Streamlit's options for the desktop server, on the command line so that they hold whatever the
-    config files say. Loopback only; no usage statistics; no outgoing look-up of this machine's address
-    (browser.serverAddress); no development mode (a frozen Streamlit turns it on and then proxies the
-    page to port 3000); no file watching."""
+    config files say. Loopback only; at the root (a `baseUrlPath` in the user's own
+    ~/.streamlit/config.toml would hide the app from the window and its health check); no usage
+    statistics; no outgoing look-up of this machine's address (browser.serverAddress); no development
+    mode (a frozen Streamlit turns it on and then proxies the page to port 3000); no file watching."""
     options = {
         "server.port": str(port),
         "server.address": "127.0.0.1",
+        "server.baseUrlPath": "",
         "server.headless": "true",
         "server.fileWatcherType": "none",
         "server.runOnSave": "false",

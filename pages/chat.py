@@ -5,11 +5,11 @@ import streamlit as st
 from core.base.errors import NotFound, UserError
 from core.base.sheets import UPLOAD_EXTENSIONS
 from core.services import characters, conversations, turns
-from storage.tables import Role
 from ui import resources, state
 from ui.chat import (
     Next,
     bubble,
+    conversation_menu,
     ensure_ready,
     follow,
     message_delete_dialog,
@@ -21,12 +21,12 @@ from ui.chat import (
     stream_reply,
     take_plan,
 )
-from ui.chat_files import export_buttons, import_chat
+from ui.chat_files import import_chat
 from ui.language import say, tr, tr_plain
 from ui.markdown import inert, inert_line
 from ui.state import ChatView, ReplyPlan
+from ui.widgets import avatar as thumbnail_avatar
 from ui.widgets import (
-    ask_to_confirm,
     backend_status,
     checked_uploads,
     confirmation,
@@ -36,7 +36,6 @@ from ui.widgets import (
     picture,
     unique_labels,
 )
-from ui.widgets import avatar as thumbnail_avatar
 
 WINDOW = 40  # messages shown at first, and added by each "Show earlier"
 
@@ -92,6 +91,7 @@ if not chats and not state.LINK_NOT_FOUND.get():  # "Chat" on a new character: i
     show(character_id, conversations.start(db, actor, character_id).id)
     st.rerun()
 if not chats:
+    show(character_id)  # the address names what is shown, not the link that was not found
     st.title(inert_line(character.name) or tr("common.unnamed"))
     st.warning(state.LINK_NOT_FOUND.pop(), icon=":material/link_off:")
     if st.button(tr("chat.new"), icon=":material/add_comment:"):
@@ -137,19 +137,7 @@ with st.sidebar:
         format_func=labels.get,
         on_change=lambda: show(character_id, state.CONVERSATION_PICK.get()),
     )
-    with st.expander(tr("chat.this_conversation")):
-        title = st.text_input(tr("chat.rename"), conversation.title, key=state.key.title(conversation_id))
-        renamed = st.button(tr("common.save"), key=state.key.RENAME, icon=":material/save:")
-        if renamed and title.strip() != conversation.title:
-            conversations.rename(db, actor, conversation_id, title)
-            st.rerun()
-        if st.button(tr("chat.delete"), key=state.key.DELETE_CONVERSATION, icon=":material/delete:"):
-            ask_to_confirm("confirm_conv_delete", conversation_id=conversation_id, title=conversation.title)
-            st.rerun()
-        export_buttons(character, conversation)
-        if note := conversations.author_note(db, actor, conversation_id):  # from SillyTavern: shown, kept, not sent
-            st.caption(tr("chat.author_note"))
-            st.text(note.text)
+    conversation_menu(character, conversation)
     with st.expander(tr("chatfile.import"), icon=":material/upload_file:"):
         if (imported := import_chat(character_id)) is not None:
             show(character_id, imported)
@@ -213,10 +201,10 @@ step = next_step(planned=plan is not None, typed=typed, empty=not story, failed=
                  retry=state.RETRY_MODEL.get(False), awaiting=awaiting)  # fmt: skip
 # The last reply's controls and figures, unless a new reply is about to follow it.
 new_reply = step in (Next.SEND, Next.GREET) or (step == Next.WRITE_PLANNED and plan.replaces is None)
-last_reply = None if new_reply else max((b.turn for b in story if b.role == Role.ASSISTANT), default=None)
+last_reply = None if new_reply else max((b.turn for b in story if b.is_reply), default=None)
 # An imported group chat goes on with this one character: said when other speakers are on screen.
 others = conversations.speakers(db, actor, conversation_id) if any(
-    b.role == Role.ASSISTANT and b.speaker and b.speaker != character.name for b in story) else []  # fmt: skip
+    b.is_reply and b.speaker and b.speaker != character.name for b in story) else []  # fmt: skip
 
 with fresh_area("conversation", conversation_id):  # a switch clears the old conversation at once
     st.title(inert_line(character.name) or tr("common.unnamed"))

@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import socket
+import stat
 import struct
 import threading
 import time
@@ -177,6 +178,37 @@ def test_a_server_that_cannot_even_be_started_is_a_server_failure_with_the_reaso
     with pytest.raises(ServerFailed, match="null byte"):
         server.start(timeout=5)
     assert not server.running()
+
+
+@pytest.mark.slow
+def test_a_base_path_in_the_users_own_streamlit_config_does_not_hide_the_server(tmp_path: Path) -> None:
+    """A `baseUrlPath` in ~/.streamlit/config.toml (left from another Streamlit app) would move the app
+    and its health check under it, and the window would wait for a server that never answers."""
+    from desktop.server import ServerProcess
+
+    home = tmp_path / "home"
+    (home / ".streamlit").mkdir(parents=True)
+    (home / ".streamlit" / "config.toml").write_text('[server]\nbaseUrlPath = "elsewhere"\n')
+    env = {**os.environ, "HOME": str(home), "REFSHEET_DATA_DIR": str(tmp_path / "data"),
+           "REFSHEET_BACKEND": "openai", "REFSHEET_API_BASE": "http://127.0.0.1:9/v1"}  # fmt: skip
+    server = ServerProcess(env, tmp_path / "logs" / "server.log")
+    try:
+        url = server.start(timeout=90)
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        server.stop()
+
+
+def test_a_secrets_file_left_half_written_is_made_anew_for_this_user_only(tmp_path: Path) -> None:
+    from desktop.config import Choice, save_choice
+
+    left = tmp_path / "secrets.tmp"
+    left.write_text("old")
+    left.chmod(0o644)  # another program's, or an older version's: readable by everyone
+    save_choice(Choice(backend="openai", api_base="http://127.0.0.1:9/v1"), {"REFSHEET_API_KEY": "sk-new"}, tmp_path)
+    assert stat.S_IMODE((tmp_path / "secrets.toml").stat().st_mode) == 0o600
+    assert "sk-new" in (tmp_path / "secrets.toml").read_text() and not left.exists()
 
 
 # -- The menu entry ---------------------------------------------------------------------------------------------

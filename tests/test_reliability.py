@@ -116,7 +116,8 @@ def test_a_full_disk_is_said_and_loses_nothing(small_disk: Path, tiny_checkpoint
     at.chat_input[0].set_value("Second question").run()
     assert not at.exception
     shown = " ".join(e.value for e in [*at.error, *at.warning])
-    assert "disk that holds RefSheet Chat's data is full" in shown and "Second question" in shown  # kept, not lost
+    assert "disk that holds RefSheet Chat's data is full" in shown and "back in the box" in shown
+    assert at.chat_input[0].value == "Second question"  # kept, not lost: in the box, to send again
     assert chat_texts(at) == before
 
     filler.unlink()  # space returns

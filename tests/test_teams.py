@@ -91,6 +91,7 @@ def cross_user_calls(secret: int, chat: int, image: int) -> dict[str, tuple]:
         "conversations.import_jsonl": (conversations.import_jsonl, secret, b'{"is_user":true,"mes":"Hi"}', "a.jsonl"),
         "conversations.set_hidden": (conversations.set_hidden, chat, 1, True),
         "conversations.speakers": (conversations.speakers, chat),
+        "conversations.author_note": (conversations.author_note, chat),
         "turns.story": (turns.story, chat),
         "turns.message": (turns.message, chat, 1),
         "turns.request_for": (turns.request_for, chat),
@@ -100,6 +101,7 @@ def cross_user_calls(secret: int, chat: int, image: int) -> dict[str, tuple]:
         "turns.choose": (turns.choose, chat, 0, 0),
         "turns.seen_now": (turns.seen_now, chat),
         "turns.abandon": (turns.abandon, chat, 1),
+        "turns.renew": (turns.renew, chat, 1),
         "turns.reply(into)": (lambda db, actor, c: turns.reply(db, actor, NoBackend(), c, into=1), chat),
         "turns.reply": (lambda db, actor, c: turns.reply(db, actor, NoBackend(), c), chat),
         "turns.reply(regenerate)": (

@@ -159,11 +159,16 @@ def test_private_stays_private_and_shared_is_read_only(team_server, shared: Path
         _shot(bob_page, "team-library-bob")
         # A deep link to Alice's private character and her conversation shows him nothing of them.
         bob_page.goto(f"{url}/chat?character={secret}&conversation={secret_chat}")
-        expect(bob_page.get_by_text("Welcome, Bob Builder.")).to_be_visible(timeout=60_000)  # her shared one
+        expect(bob_page.get_by_text("That link names a character or conversation that is not here")).to_be_visible(
+            timeout=60_000
+        )  # said, and what he may see shown instead: her shared one, with no conversation started for him
         _wait_idle(bob_page)
         body = bob_page.inner_text("body")
         assert "Secret Sable" not in body and "Only for Alice" not in body
-        assert f"character={lantern}" in bob_page.url
+        assert "Lantern Keeper" in body and f"character={lantern}" in bob_page.url
+        bob_page.get_by_role("button", name="New conversation").click()
+        expect(bob_page.get_by_text("Welcome, Bob Builder.")).to_be_visible(timeout=60_000)
+        _wait_idle(bob_page)
         chat_input = bob_page.locator('[data-testid="stChatInputTextArea"]')
         chat_input.fill("Hello from Bob")
         chat_input.press("Enter")

@@ -23,8 +23,9 @@ from core.model.backend import Backend, BackendError, BackendStatus
 from core.services import conversations, turns
 from core.services.access import Actor
 from core.services.turns import Bubble, Seen
-from storage.tables import Conversation, Role
+from storage.tables import Character, Conversation, Role
 from ui import resources, state
+from ui.chat_files import export_buttons
 from ui.language import lang, say, tr
 from ui.markdown import inert, inert_line, inert_stream
 from ui.server import unexpected
@@ -464,3 +465,22 @@ def stream_reply(
         finally:
             run.close()
     st.rerun()
+
+
+def conversation_menu(character: Character, conversation: Conversation) -> None:
+    """The sidebar's "This conversation": rename, delete (asked first), export, and the author's note an
+    imported chat brought (shown and kept, never sent to the model)."""
+    db, actor, conversation_id = resources.db(), resources.actor(), conversation.id
+    with st.expander(tr("chat.this_conversation")):
+        title = st.text_input(tr("chat.rename"), conversation.title, key=state.key.title(conversation_id))
+        renamed = st.button(tr("common.save"), key=state.key.RENAME, icon=":material/save:")
+        if renamed and title.strip() != conversation.title:
+            conversations.rename(db, actor, conversation_id, title)
+            st.rerun()
+        if st.button(tr("chat.delete"), key=state.key.DELETE_CONVERSATION, icon=":material/delete:"):
+            ask_to_confirm("confirm_conv_delete", conversation_id=conversation_id, title=conversation.title)
+            st.rerun()
+        export_buttons(character, conversation)
+        if note := conversations.author_note(db, actor, conversation_id):
+            st.caption(tr("chat.author_note"))
+            st.text(note.text)

@@ -65,6 +65,11 @@ class Bubble:
         return self.role == Role.USER
 
     @property
+    def is_reply(self) -> bool:
+        """The character's line (or, in an imported group chat, another speaker's)."""
+        return self.role == Role.ASSISTANT
+
+    @property
     def is_narrator(self) -> bool:
         """A narrator line (SillyTavern's `/sys`): neither the user's nor the character's."""
         return self.role == Role.NARRATOR
