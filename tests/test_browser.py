@@ -828,8 +828,17 @@ def test_two_replicas_on_one_postgresql(tmp_path: Path, tiny_checkpoint: Path, s
         for replica in replicas:
             wait_for_http(f"http://127.0.0.1:{replica.port}/_stcore/health", replica.proc, replica.log, 90)
         one, two, down = (f"http://127.0.0.1:{r.port}" for r in replicas)
-        assert get(f"{one}/ready") == (200, {"ready": True, "state": "ready"})  # before any page was viewed
-        assert get(f"{two}/ready") == (200, {"ready": True, "state": "ready"})
+
+        def ready_within(url: str, seconds: float = 60) -> tuple[int, dict]:
+            """Migrations run beside the HTTP server (it answers at once): ready once they are done."""
+            deadline = time.monotonic() + seconds
+            while (answer := get(url))[0] != 200 and time.monotonic() < deadline:
+                assert answer == (503, {"ready": False, "state": "not_migrated"}), answer  # waiting, and says why
+                time.sleep(0.5)
+            return answer
+
+        assert ready_within(f"{one}/ready") == (200, {"ready": True, "state": "ready"})  # before any page was viewed
+        assert ready_within(f"{two}/ready") == (200, {"ready": True, "state": "ready"})
         assert get(f"{down}/ready") == (503, {"ready": False, "state": "unreachable"})
         assert "Traceback" not in replicas[0].log.read_text() + replicas[1].log.read_text()
 
