@@ -61,7 +61,8 @@ class Instance:
         self.listener = Listener(("127.0.0.1", 0), backlog=16)  # authenticated per caller, in its own thread
         port = self.listener.address[1]
         tmp = self.info.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp.unlink(missing_ok=True)  # a file left there keeps its own permissions: the key goes in a new one, 0600
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({"port": port, "pid": os.getpid(), "key": key.hex()}, fh)
         os.replace(tmp, self.info)

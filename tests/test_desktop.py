@@ -245,6 +245,8 @@ def test_one_window_per_data_folder_and_a_second_launch_hands_over(tmp_path: Pat
 
     first, second = Instance(tmp_path), Instance(tmp_path)
     asked = []
+    (tmp_path / "window.tmp").write_text("left by a crash")
+    (tmp_path / "window.tmp").chmod(0o644)  # readable by everyone: the key must not go into it
     assert first.claim()
     try:
         first.listen(lambda message: asked.append(message) or {"ok": True, "pid": os.getpid()})
