@@ -126,7 +126,8 @@ def test_the_engine_is_chosen_for_the_machine(monkeypatch) -> None:
     from core.model import registry
 
     def machine(llama: bool, cuda: bool) -> None:
-        monkeypatch.setattr(registry, "_importable", lambda module: llama if module == "llama_cpp" else True)
+        gone = registry.MISSING
+        monkeypatch.setattr(registry, "_problem", lambda module: None if llama or module != "llama_cpp" else gone)
         monkeypatch.setattr(registry, "_cuda", lambda: cuda)
 
     auto = load_settings(environ={}, secrets={})
@@ -140,8 +141,10 @@ def test_the_engine_is_chosen_for_the_machine(monkeypatch) -> None:
     assert registry.choose(auto) == "local"
     machine(llama=True, cuda=False)
     assert registry.choose(auto.with_(backend="openai")) == "openai"  # a named backend is a named backend
-    # A model named for one engine picks that engine; the status names the engine.
+    # A model named for one engine picks that engine, and a model server's address that server; the
+    # status names the engine.
     assert load_settings(environ={"REFSHEET_MODEL": "/models/gemma"}, secrets={}).backend == "local"
+    assert load_settings(environ={"REFSHEET_API_BASE": "http://127.0.0.1:9/v1"}, secrets={}).backend == "openai"
     named = load_settings(environ={"REFSHEET_GGUF_MODEL": "/models/g.gguf"}, secrets={})
     assert named.backend == "gguf"
     assert GGUFBackend(named).status().description == "/models/g.gguf (llama.cpp)"
@@ -149,6 +152,29 @@ def test_the_engine_is_chosen_for_the_machine(monkeypatch) -> None:
     assert (
         hub.state == "idle" and hub.description == "ggml-org/gemma-3-4b-it-GGUF: gemma-3-4b-it-Q4_K_M.gguf (llama.cpp)"
     )
+
+
+def test_an_engine_installed_but_broken_here_is_said_as_such(tmp_path, monkeypatch) -> None:
+    """A llama-cpp-python whose library cannot load on this machine (built for another CPU, a missing
+    system library) is not "not installed": installing it again, then restarting, is what helps. The
+    broken package is a stand-in (named so): a real wheel built for another machine is not at hand."""
+    from core.model import registry
+
+    standin = tmp_path / "llama_cpp"
+    standin.mkdir()
+    (standin / "__init__.py").write_text('raise OSError("libllama.so: cannot open shared object file")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "llama_cpp", raising=False)
+    registry._problem.cache_clear()
+    try:
+        for settings in (Settings(backend="gguf"), load_settings(environ={}, secrets={})):
+            status = registry.make_backend(settings).status()
+            said = status.error.message("en")
+            assert status.state == "failed" and "installed here but cannot load" in said, said
+            assert "libllama.so" in said and "--force-reinstall -r requirements-laptop.txt" in said
+            assert "restart the app" in said and "重启应用" in status.error.message("zh")
+    finally:
+        registry._problem.cache_clear()
 
 
 def test_auto_device_picks_apple_mps_where_torch_reports_it(monkeypatch) -> None:

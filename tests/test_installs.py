@@ -93,3 +93,4 @@ def test_a_remote_only_install_runs_every_page_and_streams_a_reply(
     assert any("pip install -r requirements-local.txt" in e for e in found["home:local"]), found["home:local"]
     assert any("pip install -r requirements-laptop.txt" in e for e in found["home:gguf"]), found["home:gguf"]
     assert any("No model engine is installed here" in e for e in found["home:auto"]), found["home:auto"]
+    assert found["home:address alone"] == [], found["home:address alone"]  # REFSHEET_API_BASE alone: the server

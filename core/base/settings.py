@@ -199,4 +199,6 @@ def load_settings(environ: Mapping[str, str] | None = None, secrets: Mapping[str
             values["backend"] = "local"
         elif values.keys() & {"gguf_model", "gguf_repo", "gguf_file"}:
             values["backend"] = "gguf"
+        elif "api_base" in values:  # a model server's address: that server
+            values["backend"] = "openai"
     return Settings(**values)

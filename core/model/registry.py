@@ -8,12 +8,16 @@ With no backend named (`auto`), `choose` picks the in-process engine that serves
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from importlib import import_module
+from importlib.util import find_spec
 
 from core.base.settings import AUTO, Settings
 from core.model.backend import Backend, BackendError, BackendStatus, Progress, ReplyRequest, ReplyStream
 from core.model.prompts import CharacterPrompt
+
+log = logging.getLogger(__name__)
 
 BACKENDS: dict[str, str] = {  # name -> "module:class"
     "local": "core.model.backends.gemma.backend:GemmaBackend",
@@ -22,13 +26,29 @@ BACKENDS: dict[str, str] = {  # name -> "module:class"
 }
 
 
+MISSING = "missing"
+
+
 @functools.cache
-def _importable(module: str) -> bool:
+def _problem(module: str) -> str | None:
+    """Why `module` cannot be used here: MISSING (not installed), the error an installed one raised
+    while loading (a wheel built for another machine, a library it cannot find), or None."""
+    if find_spec(module) is None:
+        return MISSING
     try:
         import_module(module)
-    except Exception:  # noqa: BLE001 - missing, or a build that cannot load here: either way not usable
-        return False
-    return True
+    except Exception as exc:  # noqa: BLE001 - installed but broken here: said as such, never as "not installed"
+        log.warning("%s is installed but cannot be loaded: %s", module, exc)
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None
+
+
+def _importable(module: str) -> bool:
+    return _problem(module) is None
+
+
+def _installed(module: str) -> bool:
+    return _problem(module) != MISSING
 
 
 @functools.cache
@@ -45,7 +65,7 @@ def choose(settings: Settings) -> str:
     4-bit kernels beat transformers on a CPU), and transformers otherwise."""
     if settings.backend != AUTO:
         return settings.backend
-    if not _importable("llama_cpp") or _cuda():
+    if not _installed("llama_cpp") or _cuda():
         return "local"
     return "gguf"
 
@@ -63,13 +83,19 @@ def make_backend(settings: Settings) -> Backend:
     One whose packages are not installed is a backend that says which file to install (on every page,
     and where a reply was asked), never an import error."""
     name = choose(settings)
-    missing = [package for package in NEEDS[name] if not _importable(package)]
+    problems = {package: _problem(package) for package in NEEDS[name]}
+    missing = [package for package, why in problems.items() if why == MISSING]
+    broken = [(package, why) for package, why in problems.items() if why not in (None, MISSING)]
     if missing:
         if settings.backend == AUTO:  # nothing was asked for, and no engine is here at all
             problem = BackendError("no_engine")
         else:
             problem = BackendError("not_installed", backend=name, packages=", ".join(missing), file=INSTALL[name])
         return Unavailable(problem)
+    if broken:  # installed, but it will not load on this machine: installing it again is what helps
+        package, reason = broken[0]
+        return Unavailable(BackendError("cannot_load", backend=name, package=package, reason=reason,
+                                        file=INSTALL[name]))  # fmt: skip
     module, _, cls = BACKENDS[name].partition(":")
     return getattr(import_module(module), cls)(settings.with_(backend=name))
 

@@ -49,11 +49,19 @@ def main() -> None:
             at.chat_input[0].set_value("Who are you?").run()
             found["chat"] = [(m.name, m.markdown[0].value if m.markdown else "") for m in at.chat_message]
     found["errors"] = errors
+    server = os.environ.pop("REFSHEET_API_BASE")  # with no server named, nothing here can write a reply
     for backend in ("local", "gguf", ""):  # an engine this install lacks: Home says what to install
         os.environ["REFSHEET_BACKEND"] = backend
         at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=180)
         at.run()
         found[f"home:{backend or 'auto'}"] = [str(e.value) for e in at.exception] + [str(e.value) for e in at.error]
+    os.environ["REFSHEET_API_BASE"], os.environ["REFSHEET_BACKEND"] = (
+        server,
+        "",
+    )  # a server's address alone: that server
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=180)
+    at.run()
+    found["home:address alone"] = [str(e.value) for e in at.exception] + [str(e.value) for e in at.error]
     found["torch_loaded"] = "torch" in sys.modules or "transformers" in sys.modules
     print(json.dumps(found))
 
