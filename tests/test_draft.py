@@ -165,7 +165,7 @@ def test_the_library_editor_drafts_one_field_with_the_tiny_model_and_saves_the_e
     at.run()
     assert next(t.value for t in at.text_area if t.label == "Description").startswith("A tall elf")
     assert next(t.value for t in at.text_input if t.label == "Name") == "Seraphina"  # the other fields stay
-    at.button(key=f"FormSubmitter:edit_{sera}-Save").click().run()
+    at.button(key=f"FormSubmitter:editor_{sera}-Save").click().run()
     with Session(app_db) as s:
         assert s.get(Character, sera).description.startswith("A tall elf")
 

@@ -385,7 +385,7 @@ class key:  # lower case: read as `state.key.edit_character(3)`
 
     @staticmethod
     def editor_form(character_id: int) -> str:
-        return f"edit_{character_id}"
+        return f"editor_{character_id}"  # never the Edit button's key: one page may hold both
 
     @staticmethod
     def make_main(image_id: int) -> str:
